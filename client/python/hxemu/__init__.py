@@ -1,0 +1,28 @@
+"""Python client of hxemu, the BrainScaleS-2 (HICANN-X) emulator service.
+
+* :class:`hxemu.Client` — the low-level gRPC client (submit / wait / result).
+* :mod:`hxemu.pynn` — a PyNN backend compatible with
+  ``pynn_brainscales.brainscales2``: ``import hxemu.pynn as pynn``.
+* :class:`hxemu.EmbeddedServer` — a private ``hxemu-server`` process, used
+  when no ``HXEMU_ADDRESS`` is set.
+"""
+
+from hxemu.errors import (CancelledError, DeadlineExceededError,
+                          FailedPreconditionError, HxemuError,
+                          InvalidArgumentError, JobExpiredError, NotFoundError,
+                          PermissionDeniedError, ResourceExhaustedError,
+                          UnavailableError)
+from hxemu._server import (EmbeddedServer, ServerStartError, embedded_server,
+                           find_server_binary, stop_embedded_server)
+from hxemu.client import Client, default_address, default_user
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CancelledError", "Client", "DeadlineExceededError", "EmbeddedServer",
+    "FailedPreconditionError", "HxemuError", "InvalidArgumentError",
+    "JobExpiredError", "NotFoundError", "PermissionDeniedError",
+    "ResourceExhaustedError", "ServerStartError", "UnavailableError",
+    "default_address", "default_user", "embedded_server", "find_server_binary",
+    "stop_embedded_server",
+]

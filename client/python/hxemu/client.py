@@ -1,0 +1,273 @@
+"""Low-level client of the hxemu ``ExperimentService``.
+
+>>> client = Client()                     # HXEMU_ADDRESS, else embedded server
+>>> job = client.submit(experiment)       # hxemu.v1.Experiment
+>>> job = client.wait(job.job_id)
+>>> result = client.result(job.job_id)    # hxemu.v1.Result, chunks merged
+
+Jobs and results are the generated protobuf messages (``hxemu.v1``). gRPC
+failures are raised as :class:`hxemu.errors.HxemuError` subclasses carrying the
+status code and the server's message.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import Iterable, Optional
+
+import grpc
+
+from hxemu._proto import experiment_pb2, service_pb2, service_pb2_grpc
+from hxemu.errors import (DeadlineExceededError, HxemuError, JobExpiredError,
+                          error_for, status_code_from_int)
+
+#: Largest message the client accepts / sends (results are also chunked).
+MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+#: Default deadline of a single unary call [s].
+DEFAULT_CALL_TIMEOUT = 30.0
+#: Longest single WaitJob call; longer waits are split into several calls [s].
+WAIT_SLICE = 60.0
+
+TERMINAL_STATES = frozenset({
+    service_pb2.JOB_STATE_SUCCEEDED,
+    service_pb2.JOB_STATE_FAILED,
+    service_pb2.JOB_STATE_CANCELLED,
+    service_pb2.JOB_STATE_EXPIRED,
+})
+
+Job = service_pb2.Job
+Result = experiment_pb2.Result
+
+
+def default_user() -> str:
+    """The user name sent in the ``hxemu-user`` metadata.
+
+    ``QUIGGELDY_USER_NO_MUNGE`` (as for quiggeldy), ``HXEMU_USER``, ``USER``,
+    else "anonymous".
+    """
+    for variable in ("QUIGGELDY_USER_NO_MUNGE", "HXEMU_USER", "USER"):
+        value = os.environ.get(variable)
+        if value:
+            return value
+    return "anonymous"
+
+
+def default_address() -> str:
+    """``HXEMU_ADDRESS`` if set, else the embedded server (started on demand)."""
+    address = os.environ.get("HXEMU_ADDRESS")
+    if address:
+        return address
+    from hxemu._server import embedded_server
+    return embedded_server().address
+
+
+def state_name(state: int) -> str:
+    """``JOB_STATE_SUCCEEDED`` -> ``"SUCCEEDED"``."""
+    return service_pb2.JobState.Name(state).replace("JOB_STATE_", "")
+
+
+def merge_result_chunks(chunks: Iterable[service_pb2.ResultChunk]) -> experiment_pb2.Result:
+    """Merge a GetResult stream into one Result.
+
+    Traces with the same (population, neuron, observable) and spike trains
+    with the same (population, neuron) are concatenated in stream order;
+    scalar fields and population labels are taken from the first chunk that
+    sets them.
+    """
+    merged = experiment_pb2.Result()
+    traces = {}
+    trains = {}
+    have_header = False
+    for chunk in chunks:
+        part = chunk.result
+        if not have_header and (part.population_labels or part.runtime_ms
+                                or part.chip_id):
+            merged.chip_id = part.chip_id
+            merged.runtime_ms = part.runtime_ms
+            merged.population_labels.extend(part.population_labels)
+            have_header = True
+        for train in part.spike_trains:
+            key = (train.population, train.neuron)
+            if key in trains:
+                trains[key].times_ticks.extend(train.times_ticks)
+            else:
+                trains[key] = merged.spike_trains.add()
+                trains[key].CopyFrom(train)
+        for trace in part.traces:
+            key = (trace.population, trace.neuron, trace.observable)
+            if key in traces:
+                traces[key].times_ticks.extend(trace.times_ticks)
+                traces[key].codes.extend(trace.codes)
+            else:
+                traces[key] = merged.traces.add()
+                traces[key].CopyFrom(trace)
+    return merged
+
+
+class Client:
+    """Connection to one hxemu server.
+
+    :param address: ``host:port``; default ``HXEMU_ADDRESS``, else the embedded
+        server (a private ``hxemu-server`` process, see :mod:`hxemu._server`).
+    :param user: name sent as ``hxemu-user`` metadata (default
+        :func:`default_user`).
+    :param call_timeout: deadline of each unary call [s].
+    """
+
+    def __init__(self, address: Optional[str] = None, *, user: Optional[str] = None,
+                 call_timeout: float = DEFAULT_CALL_TIMEOUT):
+        self.address = address or default_address()
+        self.user = user or default_user()
+        self.call_timeout = call_timeout
+        self._channel = grpc.insecure_channel(self.address, options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ])
+        self._stub = service_pb2_grpc.ExperimentServiceStub(self._channel)
+
+    def __repr__(self) -> str:
+        return f"hxemu.Client({self.address!r}, user={self.user!r})"
+
+    # -- plumbing -------------------------------------------------------------
+
+    @property
+    def _metadata(self):
+        return (("hxemu-user", self.user),)
+
+    def _error(self, err: grpc.RpcError, method: str,
+               job_id: Optional[str] = None) -> HxemuError:
+        code = err.code() if callable(getattr(err, "code", None)) else None
+        details = err.details() if callable(getattr(err, "details", None)) else None
+        code = code or grpc.StatusCode.UNKNOWN
+        details = details or str(err)
+        if code == grpc.StatusCode.UNAVAILABLE:
+            details = f"cannot reach the hxemu server at {self.address}: {details}"
+        else:
+            details = f"{method}: {details}"
+        return error_for(code, details, job_id)
+
+    def _call(self, method: str, request, timeout: Optional[float] = None,
+              job_id: Optional[str] = None):
+        try:
+            return getattr(self._stub, method)(
+                request, timeout=self.call_timeout if timeout is None else timeout,
+                metadata=self._metadata)
+        except grpc.RpcError as err:
+            raise self._error(err, method, job_id) from None
+
+    # -- the API --------------------------------------------------------------
+
+    def submit(self, experiment: experiment_pb2.Experiment,
+               request_id: Optional[str] = None) -> service_pb2.Job:
+        """Queue ``experiment``; returns the new job at once.
+
+        ``request_id`` makes retries idempotent; a random one is used if None.
+        """
+        request = service_pb2.SubmitJobRequest(
+            experiment=experiment, request_id=request_id or str(uuid.uuid4()))
+        return self._call("SubmitJob", request)
+
+    def get(self, job_id: str) -> service_pb2.Job:
+        """The current view of a job."""
+        return self._call("GetJob", service_pb2.GetJobRequest(job_id=job_id),
+                          job_id=job_id)
+
+    def wait(self, job_id: str, timeout: Optional[float] = None) -> service_pb2.Job:
+        """Block until the job is in a terminal state and return it.
+
+        :param timeout: seconds; None waits forever. On expiry a
+            :class:`~hxemu.errors.DeadlineExceededError` (a TimeoutError) is
+            raised; the job keeps running.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        request = service_pb2.WaitJobRequest(job_id=job_id)
+        while True:
+            remaining = WAIT_SLICE if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceededError(
+                    f"WaitJob: job not finished after {timeout:g} s",
+                    grpc.StatusCode.DEADLINE_EXCEEDED, job_id)
+            try:
+                job = self._stub.WaitJob(request, timeout=min(remaining, WAIT_SLICE),
+                                         metadata=self._metadata)
+            except grpc.RpcError as err:
+                if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    continue
+                if err.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    return self._poll(job_id, deadline, timeout)
+                raise self._error(err, "WaitJob", job_id) from None
+            if job.state in TERMINAL_STATES:
+                return job
+
+    def _poll(self, job_id, deadline, timeout) -> service_pb2.Job:
+        delay = 0.01
+        while True:
+            job = self.get(job_id)
+            if job.state in TERMINAL_STATES:
+                return job
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise DeadlineExceededError(
+                    f"GetJob: job not finished after {timeout:g} s",
+                    grpc.StatusCode.DEADLINE_EXCEEDED, job_id)
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def cancel(self, job_id: str) -> service_pb2.Job:
+        """Cancel a queued or running job (no-op for finished jobs)."""
+        return self._call("CancelJob", service_pb2.CancelJobRequest(job_id=job_id),
+                          job_id=job_id)
+
+    def result(self, job_id: str, timeout: Optional[float] = None) -> experiment_pb2.Result:
+        """The full result of a SUCCEEDED job (all streamed chunks merged)."""
+        request = service_pb2.GetResultRequest(job_id=job_id)
+        try:
+            stream = self._stub.GetResult(request, timeout=timeout,
+                                          metadata=self._metadata)
+            return merge_result_chunks(stream)
+        except grpc.RpcError as err:
+            raise self._error(err, "GetResult", job_id) from None
+
+    def server_info(self) -> service_pb2.ServerInfo:
+        """Version, chips, limits and the neuron parameter table of the server."""
+        return self._call("GetServerInfo", service_pb2.GetServerInfoRequest())
+
+    def run(self, experiment: experiment_pb2.Experiment,
+            timeout: Optional[float] = None) -> experiment_pb2.Result:
+        """Submit, wait and fetch: the Result, or the job's error raised."""
+        job = self.submit(experiment)
+        job = self.wait(job.job_id, timeout=timeout)
+        raise_for_job(job)
+        return self.result(job.job_id)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def raise_for_job(job: service_pb2.Job) -> None:
+    """Raise the matching HxemuError unless ``job`` SUCCEEDED."""
+    if job.state == service_pb2.JOB_STATE_SUCCEEDED:
+        return
+    reason = job.error.message or job.state_reason or state_name(job.state).lower()
+    if job.state == service_pb2.JOB_STATE_FAILED:
+        code = status_code_from_int(job.error.code) if job.error.code else \
+            grpc.StatusCode.UNKNOWN
+        raise error_for(code, f"experiment failed: {reason}", job.job_id)
+    if job.state == service_pb2.JOB_STATE_CANCELLED:
+        raise error_for(grpc.StatusCode.CANCELLED, f"job cancelled: {reason}", job.job_id)
+    if job.state == service_pb2.JOB_STATE_EXPIRED:
+        raise JobExpiredError(f"job expired: {reason}", grpc.StatusCode.NOT_FOUND,
+                              job.job_id)
+    raise HxemuError(f"job is {state_name(job.state)}, not finished: {reason}",
+                     grpc.StatusCode.FAILED_PRECONDITION, job.job_id)
+
+
+__all__ = ["Client", "Job", "Result", "TERMINAL_STATES", "default_address",
+           "default_user", "merge_result_chunks", "raise_for_job", "state_name"]

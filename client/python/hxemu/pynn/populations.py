@@ -1,0 +1,118 @@
+"""Population, PopulationView and Assembly of the hxemu PyNN backend."""
+
+from __future__ import annotations
+
+import numpy as np
+from pyNN import common
+from pyNN.parameters import ParameterSpace, simplify
+from pyNN.standardmodels import StandardCellType
+
+from hxemu.pynn import simulator
+from hxemu.pynn.recording import Recorder
+
+
+def _validate(celltype, name, value):
+    check = getattr(celltype, "validate_native", None)
+    if check is not None:
+        check(name, value)
+
+
+class _RecordMixin:
+    """pynn_brainscales' record() signature: MADC recording only (for now)."""
+
+    def record(self, variables, to_file=None, sampling_interval=None,
+               locations=None, *, device="madc"):
+        if sampling_interval is not None:
+            raise NotImplementedError("Sampling interval not implemented.")
+        if locations is not None:
+            raise NotImplementedError("Recording locations (multi-compartment "
+                                      "neurons) are not supported by hxemu.")
+        if device != "madc":
+            raise ValueError(f'Device "{device}" is not supported by hxemu '
+                             '(supported: "madc")')
+        super().record(variables, to_file=to_file)
+
+
+class Assembly(common.Assembly):
+    __doc__ = common.Assembly.__doc__
+    _simulator = simulator
+
+
+class PopulationView(_RecordMixin, common.PopulationView):
+    __doc__ = common.PopulationView.__doc__
+    _assembly_class = Assembly
+    _simulator = simulator
+
+    def _get_parameters(self, *names):
+        """A ParameterSpace with the native parameters of the view's cells."""
+        parameter_dict = {}
+        for name in names:
+            value = self.grandparent._parameters[name]  # pylint: disable=protected-access
+            if isinstance(value, np.ndarray):
+                value = value[self._indices_in_root()]
+            parameter_dict[name] = simplify(value)
+        return ParameterSpace(parameter_dict, shape=(self.size,))
+
+    def _indices_in_root(self):
+        return self.index_in_grandparent(np.arange(self.size))
+
+    def _set_parameters(self, parameter_space):
+        """parameter_space contains native parameters."""
+        for name, value in parameter_space.items():
+            evaluated = value.evaluate(simplify=True)
+            _validate(self.celltype, name, evaluated)
+            root = self.grandparent._parameters  # pylint: disable=protected-access
+            root[name][self._indices_in_root()] = evaluated
+
+    def _set_initial_value_array(self, variable, initial_values):
+        pass
+
+    def _get_view(self, selector, label=None):
+        return PopulationView(self, selector, label)
+
+
+class Population(_RecordMixin, common.Population):
+    __doc__ = common.Population.__doc__
+    _simulator = simulator
+    _recorder_class = Recorder
+    _assembly_class = Assembly
+
+    def _create_cells(self):
+        state = self._simulator.state
+        id_range = np.arange(state.id_counter, state.id_counter + self.size)
+        self.all_cells = np.array([simulator.ID(i) for i in id_range],
+                                  dtype=simulator.ID)
+        self._mask_local = np.ones((self.size,), bool)
+
+        if isinstance(self.celltype, StandardCellType):
+            parameter_space = self.celltype.native_parameters
+        else:
+            parameter_space = self.celltype.parameter_space
+        parameter_space.shape = (self.size,)
+        parameter_space.evaluate(mask=self._mask_local, simplify=False)
+        for name, value in parameter_space.items():
+            _validate(self.celltype, name, value)
+        self._parameters = parameter_space.as_dict()
+
+        for cell in self.all_cells:
+            cell.parent = self
+        state.id_counter += self.size
+        state.populations.append(self)
+
+    def _set_initial_value_array(self, variable, initial_values):
+        pass
+
+    def _get_view(self, selector, label=None):
+        return PopulationView(self, selector, label)
+
+    def _get_parameters(self, *names):
+        """A ParameterSpace with the native parameters of all cells."""
+        return ParameterSpace({name: simplify(self._parameters[name]) for name in names},
+                              shape=(self.local_size,))
+
+    def _set_parameters(self, parameter_space):
+        """parameter_space contains native parameters."""
+        parameter_space.evaluate(simplify=False, mask=self._mask_local)
+        for name, value in parameter_space.items():
+            _validate(self.celltype, name, value)
+            self._parameters[name] = value

@@ -1,0 +1,5 @@
+"""Standard models of the hxemu PyNN backend (cells, synapses)."""
+
+from hxemu.pynn.standardmodels import cells, synapses
+
+__all__ = ["cells", "synapses"]

@@ -1,0 +1,70 @@
+// File: hxemu/emulator/chip.h
+//
+// One emulated BrainScaleS-2 (HICANN-X) chip. A Chip is identified by its id,
+// which fully determines its fixed-pattern mismatch; it maps a network-level
+// hxemu.v1.Experiment onto its circuits, emulates it and reads it out into a
+// hxemu.v1.Result.
+//
+// Thread safety: a Chip runs one experiment at a time (one worker thread per
+// chip); different Chip objects are independent and may run in parallel.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+
+#include "absl/status/statusor.h"
+#include "hxemu/v1/experiment.pb.h"
+
+namespace hxemu::emulator {
+
+// Limits that the embedding service may tighten (all inclusive).
+struct ExperimentLimits {
+  // Longest allowed runtime [ms hardware].
+  double max_runtime_ms = 10000.0;
+  // Most MADC samples a job may record over all traces.
+  int64_t max_madc_samples = 64 * 1024 * 1024;
+  // Most spike times over all spike-source neurons.
+  int64_t max_input_spikes = 16 * 1024 * 1024;
+  // Most neurons over all spike-source populations.
+  int64_t max_source_neurons = 1024 * 1024;
+  // Most recorded output spikes a run may produce (checked while running).
+  int64_t max_recorded_spikes = 64 * 1024 * 1024;
+};
+
+// Hooks from the running emulation back to its caller. Both may be empty.
+struct RunControl {
+  // Polled regularly; once true, Run returns CANCELLED promptly.
+  const std::atomic<bool>* cancel_requested = nullptr;
+  // Called now and then with the emulated time done so far [ms hardware].
+  std::function<void(double done_ms)> on_progress;
+};
+
+// Checks an experiment against the chip's rules and the limits without
+// running it. Errors are INVALID_ARGUMENT (or RESOURCE_EXHAUSTED for limits)
+// with a message that names the field, e.g.
+// "populations[0].parameters[leak_v_leak].values[3]: 1100 is out of range
+// 0..1022".
+absl::Status ValidateExperiment(const hxemu::v1::Experiment& experiment,
+                                const ExperimentLimits& limits);
+
+class Chip {
+ public:
+  explicit Chip(uint32_t chip_id);
+  ~Chip();
+  Chip(const Chip&) = delete;
+  Chip& operator=(const Chip&) = delete;
+
+  uint32_t id() const { return id_; }
+
+  // Validates, maps and emulates `experiment`. Same chip id + same experiment
+  // (including its seed) gives a bit-identical result.
+  absl::StatusOr<hxemu::v1::Result> Run(const hxemu::v1::Experiment& experiment,
+                                        const ExperimentLimits& limits,
+                                        const RunControl& control);
+
+ private:
+  uint32_t id_;
+};
+
+}  // namespace hxemu::emulator

@@ -1,0 +1,62 @@
+// File: chip.cc
+//
+// Chip::Run = validate and place (validation.h) -> lower onto this chip
+// (network.h) -> emulate (engine.h) -> Result.
+#include "hxemu/emulator/chip.h"
+
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "engine.h"
+#include "network.h"
+#include "status_macros.h"
+#include "validation.h"
+
+namespace hxemu::emulator {
+
+Chip::Chip(uint32_t chip_id) : id_(chip_id) {}
+
+Chip::~Chip() = default;
+
+absl::StatusOr<hxemu::v1::Result> Chip::Run(
+    const hxemu::v1::Experiment& experiment, const ExperimentLimits& limits,
+    const RunControl& control) {
+  if (experiment.has_chip_id() && experiment.chip_id() != id_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("chip_id: the experiment asks for chip ",
+                     experiment.chip_id(), " but runs on chip ", id_));
+  }
+  HXEMU_ASSIGN_OR_RETURN(const MappedExperiment mapped,
+                         MapExperiment(experiment, limits));
+  HXEMU_ASSIGN_OR_RETURN(const Network net,
+                         LowerNetwork(experiment, mapped, limits, id_));
+
+  hxemu::v1::Result result;
+  result.set_chip_id(id_);
+  result.set_runtime_ms(experiment.runtime_ms());
+  for (const hxemu::v1::Population& pop : experiment.populations()) {
+    result.add_population_labels(pop.label());
+  }
+  for (const SpikeRecording& s : mapped.spikes) {
+    hxemu::v1::SpikeTrain* train = result.add_spike_trains();
+    train->set_population(static_cast<uint32_t>(s.population));
+    train->set_neuron(static_cast<uint32_t>(s.neuron));
+    // Spike sources have no circuit; 0 is the proto default.
+    if (!mapped.circuits[s.population].empty()) {
+      train->set_circuit(
+          static_cast<uint32_t>(mapped.circuits[s.population][s.neuron]));
+    }
+  }
+  for (const MadcRecording& m : mapped.madc) {
+    hxemu::v1::Trace* trace = result.add_traces();
+    trace->set_population(static_cast<uint32_t>(m.population));
+    trace->set_neuron(static_cast<uint32_t>(m.neuron));
+    trace->set_circuit(static_cast<uint32_t>(m.circuit));
+    trace->set_observable(m.observable);
+  }
+  HXEMU_RETURN_IF_ERROR(Emulate(net, limits, control, result));
+  return result;
+}
+
+}  // namespace hxemu::emulator

@@ -1,0 +1,452 @@
+#include "experiment_service.h"
+
+#include <algorithm>
+#include <functional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "hxemu/emulator/parameters.h"
+#include "status_mapping.h"
+
+namespace hxemu::server {
+namespace {
+
+using ::hxemu::scheduler::JobState;
+using ::hxemu::scheduler::JobView;
+
+constexpr size_t kMaxUserNameLength = 64;
+constexpr size_t kMaxIdLength = 128;
+// Result stream chunks stay well below gRPC's default 4 MiB message limit.
+constexpr size_t kMaxResultChunkBytes = 1024 * 1024;
+
+hxemu::v1::JobState StateToProto(JobState state) {
+  switch (state) {
+    case JobState::kQueued:
+      return hxemu::v1::JOB_STATE_QUEUED;
+    case JobState::kRunning:
+      return hxemu::v1::JOB_STATE_RUNNING;
+    case JobState::kSucceeded:
+      return hxemu::v1::JOB_STATE_SUCCEEDED;
+    case JobState::kFailed:
+      return hxemu::v1::JOB_STATE_FAILED;
+    case JobState::kCancelled:
+      return hxemu::v1::JOB_STATE_CANCELLED;
+  }
+  return hxemu::v1::JOB_STATE_UNSPECIFIED;
+}
+
+int64_t UnixMillisOrZero(absl::Time t) {
+  return t == absl::InfinitePast() ? 0 : absl::ToUnixMillis(t);
+}
+
+bool IsValidUserName(std::string_view user) {
+  if (user.empty() || user.size() > kMaxUserNameLength) return false;
+  return std::all_of(user.begin(), user.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-' ||
+           c == '@';
+  });
+}
+
+// The calling user from the request metadata; "anonymous" when absent.
+absl::StatusOr<std::string> UserOf(const grpc::CallbackServerContext& context) {
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find(kUserMetadataKey);
+  if (it == metadata.end()) return std::string("anonymous");
+  std::string user(it->second.data(), it->second.size());
+  if (!IsValidUserName(user)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "metadata ", kUserMetadataKey, ": '",
+        user.substr(0, kMaxUserNameLength), "' is not a valid user name (1..",
+        kMaxUserNameLength, " characters of A-Z a-z 0-9 . _ - @)"));
+  }
+  return user;
+}
+
+absl::Status CheckJobId(const std::string& job_id) {
+  if (job_id.empty()) {
+    return absl::InvalidArgumentError("job_id: must not be empty");
+  }
+  if (job_id.size() > kMaxIdLength) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("job_id: ", job_id.size(),
+                     " characters is longer than the allowed ", kMaxIdLength));
+  }
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* context,
+                                      const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+// WaitJob: finishes when the scheduler reports the job terminal, or when the
+// call is cancelled (client deadline, client cancel, server shutdown).
+class WaitJobReactor final : public grpc::ServerUnaryReactor {
+ public:
+  WaitJobReactor(scheduler::Scheduler* scheduler, std::string job_id,
+                 hxemu::v1::Job* response)
+      : scheduler_(scheduler),
+        job_id_(std::move(job_id)),
+        state_(std::make_shared<SharedState>()) {
+    state_->reactor = this;
+    state_->response = response;
+  }
+
+  // Registers with the scheduler. Touches only a local copy of the shared
+  // state: once the callback has fired, this reactor may already be gone.
+  void Start() {
+    std::shared_ptr<SharedState> state = state_;
+    absl::StatusOr<uint64_t> handle = scheduler_->AddDoneCallback(
+        job_id_, [state](const JobView& view) { state->Complete(view); });
+    if (!handle.ok()) {
+      state->FinishWith(ToGrpcStatus(handle.status()));
+      return;
+    }
+    absl::MutexLock lock(&state->mu);
+    state->callback_handle = *handle;
+  }
+
+  void OnCancel() override {
+    std::shared_ptr<SharedState> state = state_;
+    state->FinishWith(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                                   "WaitJob: the call ended before the job"));
+  }
+
+  void OnDone() override {
+    uint64_t handle;
+    {
+      absl::MutexLock lock(&state_->mu);
+      handle = state_->callback_handle;
+    }
+    if (handle != 0) scheduler_->RemoveDoneCallback(job_id_, handle);
+    delete this;
+  }
+
+ private:
+  // Shared with the scheduler's callback, which may outlive the reactor.
+  struct SharedState {
+    absl::Mutex mu;
+    bool finished ABSL_GUARDED_BY(mu) = false;
+    grpc::ServerUnaryReactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
+    hxemu::v1::Job* response ABSL_GUARDED_BY(mu) = nullptr;
+    // 0 until the scheduler accepted the callback.
+    uint64_t callback_handle ABSL_GUARDED_BY(mu) = 0;
+
+    // Both finish the call at most once, outside the lock (Finish may run
+    // OnDone, which takes the lock, on this thread).
+    void Complete(const JobView& view) {
+      grpc::ServerUnaryReactor* to_finish;
+      {
+        absl::MutexLock lock(&mu);
+        if (finished) return;
+        finished = true;
+        *response = JobToProto(view);
+        to_finish = reactor;
+      }
+      to_finish->Finish(grpc::Status::OK);
+    }
+    void FinishWith(const grpc::Status& status) {
+      grpc::ServerUnaryReactor* to_finish;
+      {
+        absl::MutexLock lock(&mu);
+        if (finished) return;
+        finished = true;
+        to_finish = reactor;
+      }
+      to_finish->Finish(status);
+    }
+  };
+
+  scheduler::Scheduler* const scheduler_;
+  const std::string job_id_;
+  std::shared_ptr<SharedState> state_;
+};
+
+// GetResult: writes pre-split chunks one after the other.
+class ResultWriter final
+    : public grpc::ServerWriteReactor<hxemu::v1::ResultChunk> {
+ public:
+  explicit ResultWriter(std::vector<hxemu::v1::ResultChunk> chunks)
+      : chunks_(std::move(chunks)) {
+    WriteNext();
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+      return;
+    }
+    WriteNext();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void WriteNext() {
+    if (next_ == chunks_.size()) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    StartWrite(&chunks_[next_++]);
+  }
+  std::vector<hxemu::v1::ResultChunk> chunks_;
+  size_t next_ = 0;
+};
+
+class ErrorWriter final
+    : public grpc::ServerWriteReactor<hxemu::v1::ResultChunk> {
+ public:
+  explicit ErrorWriter(const absl::Status& status) {
+    Finish(ToGrpcStatus(status));
+  }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+hxemu::v1::Job JobToProto(const JobView& view) {
+  hxemu::v1::Job job;
+  job.set_job_id(view.id);
+  job.set_user(view.user);
+  job.set_state(StateToProto(view.state));
+  job.set_state_reason(view.state_reason);
+  if (!view.error.ok()) {
+    job.mutable_error()->set_code(static_cast<int32_t>(view.error.code()));
+    job.mutable_error()->set_message(std::string(view.error.message()));
+  }
+  job.set_progress_ms(view.progress_ms);
+  job.set_runtime_ms(view.runtime_ms);
+  if (view.chip_id.has_value()) job.set_chip_id(*view.chip_id);
+  job.set_queue_position(view.queue_position);
+  job.set_submit_time_unix_ms(UnixMillisOrZero(view.submit_time));
+  job.set_start_time_unix_ms(UnixMillisOrZero(view.start_time));
+  job.set_end_time_unix_ms(UnixMillisOrZero(view.end_time));
+  return job;
+}
+
+std::vector<hxemu::v1::ResultChunk> SplitResult(const hxemu::v1::Result& result,
+                                                size_t max_chunk_bytes) {
+  // Upper bounds per element on the wire: a varint of a 64-bit tick count is
+  // at most 10 bytes, a 10-bit code at most 2.
+  constexpr size_t kBytesPerSpike = 10;
+  constexpr size_t kBytesPerSample = 12;
+  const size_t max_spikes =
+      std::max<size_t>(1, max_chunk_bytes / kBytesPerSpike);
+  const size_t max_samples =
+      std::max<size_t>(1, max_chunk_bytes / kBytesPerSample);
+
+  std::vector<hxemu::v1::ResultChunk> chunks;
+  auto new_chunk = [&]() -> hxemu::v1::Result* {
+    hxemu::v1::Result* r = chunks.emplace_back().mutable_result();
+    r->set_chip_id(result.chip_id());
+    r->set_runtime_ms(result.runtime_ms());
+    return r;
+  };
+  hxemu::v1::Result* current = new_chunk();
+  *current->mutable_population_labels() = result.population_labels();
+  size_t budget = max_chunk_bytes;
+
+  for (const hxemu::v1::SpikeTrain& train : result.spike_trains()) {
+    size_t cost = 16 + train.times_ticks_size() * kBytesPerSpike;
+    if (cost > budget && budget < max_chunk_bytes) {
+      current = new_chunk();
+      budget = max_chunk_bytes;
+    }
+    if (static_cast<size_t>(train.times_ticks_size()) <= max_spikes) {
+      *current->add_spike_trains() = train;
+      budget -= std::min(budget, cost);
+      continue;
+    }
+    // A train longer than a chunk: split it over several chunks.
+    for (int begin = 0; begin < train.times_ticks_size();
+         begin += static_cast<int>(max_spikes)) {
+      if (budget < max_chunk_bytes) {
+        current = new_chunk();
+        budget = max_chunk_bytes;
+      }
+      hxemu::v1::SpikeTrain* piece = current->add_spike_trains();
+      piece->set_population(train.population());
+      piece->set_neuron(train.neuron());
+      piece->set_circuit(train.circuit());
+      int end = std::min(train.times_ticks_size(),
+                         begin + static_cast<int>(max_spikes));
+      piece->mutable_times_ticks()->Add(train.times_ticks().begin() + begin,
+                                        train.times_ticks().begin() + end);
+      budget = 0;
+    }
+  }
+  for (const hxemu::v1::Trace& trace : result.traces()) {
+    int begin = 0;
+    do {
+      size_t room = budget / kBytesPerSample;
+      if (room < 1024 && budget < max_chunk_bytes) {
+        current = new_chunk();
+        budget = max_chunk_bytes;
+        room = max_samples;
+      }
+      int end = std::min(trace.codes_size(), begin + static_cast<int>(room));
+      hxemu::v1::Trace* piece = current->add_traces();
+      piece->set_population(trace.population());
+      piece->set_neuron(trace.neuron());
+      piece->set_circuit(trace.circuit());
+      piece->set_observable(trace.observable());
+      piece->mutable_times_ticks()->Add(trace.times_ticks().begin() + begin,
+                                        trace.times_ticks().begin() + end);
+      piece->mutable_codes()->Add(trace.codes().begin() + begin,
+                                  trace.codes().begin() + end);
+      budget -= std::min(budget, 32 + (end - begin) * kBytesPerSample);
+      begin = end;
+    } while (begin < trace.codes_size());
+  }
+  return chunks;
+}
+
+ExperimentService::ExperimentService(scheduler::Scheduler* scheduler,
+                                     emulator::ExperimentLimits limits,
+                                     int num_chips)
+    : scheduler_(scheduler), limits_(limits), num_chips_(num_chips) {}
+
+absl::StatusOr<JobView> ExperimentService::FindOwnJob(
+    const std::string& user, const std::string& job_id) const {
+  if (absl::Status s = CheckJobId(job_id); !s.ok()) return s;
+  absl::StatusOr<JobView> view = scheduler_->Get(job_id);
+  if (!view.ok() || view->user != user) {
+    return absl::NotFoundError(
+        absl::StrCat("job_id: no job '", job_id, "' for user '", user, "'"));
+  }
+  return view;
+}
+
+grpc::ServerUnaryReactor* ExperimentService::SubmitJob(
+    grpc::CallbackServerContext* context,
+    const hxemu::v1::SubmitJobRequest* request, hxemu::v1::Job* response) {
+  absl::StatusOr<std::string> user = UserOf(*context);
+  if (!user.ok()) return FinishUnary(context, user.status());
+  if (request->request_id().size() > kMaxIdLength) {
+    return FinishUnary(
+        context, absl::InvalidArgumentError(absl::StrCat(
+                     "request_id: ", request->request_id().size(),
+                     " characters is longer than the allowed ", kMaxIdLength)));
+  }
+  if (!request->has_experiment()) {
+    return FinishUnary(context,
+                       absl::InvalidArgumentError("experiment: is required"));
+  }
+  if (absl::Status s =
+          emulator::ValidateExperiment(request->experiment(), limits_);
+      !s.ok()) {
+    return FinishUnary(
+        context,
+        absl::Status(s.code(), absl::StrCat("experiment.", s.message())));
+  }
+
+  std::string request_key;
+  uint64_t fingerprint = 0;
+  if (!request->request_id().empty()) {
+    request_key = absl::StrCat(*user, "\n", request->request_id());
+    std::string bytes;
+    request->experiment().SerializeToString(&bytes);
+    fingerprint = std::hash<std::string>{}(bytes);
+    absl::MutexLock lock(&mu_);
+    if (auto it = requests_.find(request_key); it != requests_.end()) {
+      if (it->second.experiment_fingerprint != fingerprint) {
+        return FinishUnary(
+            context, absl::AlreadyExistsError(absl::StrCat(
+                         "request_id: '", request->request_id(),
+                         "' was already used for a different experiment")));
+      }
+      absl::StatusOr<JobView> first = scheduler_->Get(it->second.job_id);
+      if (first.ok()) *response = JobToProto(*first);
+      return FinishUnary(context, first.status());
+    }
+  }
+
+  absl::StatusOr<std::string> job_id = scheduler_->Submit(
+      *user,
+      std::make_shared<const hxemu::v1::Experiment>(request->experiment()));
+  if (!job_id.ok()) return FinishUnary(context, job_id.status());
+  if (!request_key.empty()) {
+    absl::MutexLock lock(&mu_);
+    requests_.emplace(request_key, SubmittedRequest{*job_id, fingerprint});
+  }
+  absl::StatusOr<JobView> view = scheduler_->Get(*job_id);
+  if (view.ok()) *response = JobToProto(*view);
+  return FinishUnary(context, view.status());
+}
+
+grpc::ServerUnaryReactor* ExperimentService::GetJob(
+    grpc::CallbackServerContext* context,
+    const hxemu::v1::GetJobRequest* request, hxemu::v1::Job* response) {
+  absl::StatusOr<std::string> user = UserOf(*context);
+  if (!user.ok()) return FinishUnary(context, user.status());
+  absl::StatusOr<JobView> view = FindOwnJob(*user, request->job_id());
+  if (view.ok()) *response = JobToProto(*view);
+  return FinishUnary(context, view.status());
+}
+
+grpc::ServerUnaryReactor* ExperimentService::WaitJob(
+    grpc::CallbackServerContext* context,
+    const hxemu::v1::WaitJobRequest* request, hxemu::v1::Job* response) {
+  absl::StatusOr<std::string> user = UserOf(*context);
+  if (!user.ok()) return FinishUnary(context, user.status());
+  absl::StatusOr<JobView> view = FindOwnJob(*user, request->job_id());
+  if (!view.ok()) return FinishUnary(context, view.status());
+  auto* reactor = new WaitJobReactor(scheduler_, request->job_id(), response);
+  reactor->Start();
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ExperimentService::CancelJob(
+    grpc::CallbackServerContext* context,
+    const hxemu::v1::CancelJobRequest* request, hxemu::v1::Job* response) {
+  absl::StatusOr<std::string> user = UserOf(*context);
+  if (!user.ok()) return FinishUnary(context, user.status());
+  absl::StatusOr<JobView> view = FindOwnJob(*user, request->job_id());
+  if (!view.ok()) return FinishUnary(context, view.status());
+  view = scheduler_->Cancel(request->job_id());
+  if (view.ok()) *response = JobToProto(*view);
+  return FinishUnary(context, view.status());
+}
+
+grpc::ServerWriteReactor<hxemu::v1::ResultChunk>* ExperimentService::GetResult(
+    grpc::CallbackServerContext* context,
+    const hxemu::v1::GetResultRequest* request) {
+  absl::StatusOr<std::string> user = UserOf(*context);
+  if (!user.ok()) return new ErrorWriter(user.status());
+  absl::StatusOr<JobView> view = FindOwnJob(*user, request->job_id());
+  if (!view.ok()) return new ErrorWriter(view.status());
+  absl::StatusOr<std::shared_ptr<const hxemu::v1::Result>> result =
+      scheduler_->GetResult(request->job_id());
+  if (!result.ok()) {
+    return new ErrorWriter(
+        absl::Status(result.status().code(),
+                     absl::StrCat("job_id: ", result.status().message())));
+  }
+  return new ResultWriter(SplitResult(**result, kMaxResultChunkBytes));
+}
+
+grpc::ServerUnaryReactor* ExperimentService::GetServerInfo(
+    grpc::CallbackServerContext* context,
+    const hxemu::v1::GetServerInfoRequest* /*request*/,
+    hxemu::v1::ServerInfo* response) {
+  response->set_version(HXEMU_VERSION);
+  response->set_num_chips(static_cast<uint32_t>(num_chips_));
+  response->set_chip_model("HICANN-X v3 (BrainScaleS-2), emulated");
+  response->set_max_runtime_ms(limits_.max_runtime_ms);
+  for (const emulator::NeuronParameterInfo& p :
+       emulator::NeuronParameterTable()) {
+    hxemu::v1::ParameterInfo* info = response->add_neuron_parameters();
+    info->set_name(std::string(p.name));
+    info->set_kind(std::string(emulator::ParameterKindName(p.kind)));
+    info->set_min(p.min);
+    info->set_max(p.max);
+    info->set_default_value(p.default_value);
+    info->set_unit(std::string(p.unit));
+    info->set_description(std::string(p.description));
+  }
+  return FinishUnary(context, absl::OkStatus());
+}
+
+}  // namespace hxemu::server

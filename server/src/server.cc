@@ -1,0 +1,165 @@
+#include "hxemu/server/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "experiment_service.h"
+#include "hxemu/emulator/parameters.h"
+#include "hxemu/scheduler/scheduler.h"
+
+namespace hxemu::server {
+
+struct Server::Impl {
+  ServerOptions options;
+  std::string address;
+  int port = 0;
+  std::unique_ptr<scheduler::Scheduler> scheduler;
+  std::unique_ptr<ExperimentService> service;
+  std::unique_ptr<grpc::Server> grpc_server;
+
+  absl::Mutex mu;
+  bool shut_down ABSL_GUARDED_BY(mu) = false;
+};
+
+namespace {
+
+absl::Status CheckOptions(const ServerOptions& options) {
+  if (options.num_chips < 1 || options.num_chips > 256) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "num_chips: ", options.num_chips, " is out of range 1..256"));
+  }
+  if (options.max_queued_jobs < 1) {
+    return absl::InvalidArgumentError("max_queued_jobs: must be >= 1");
+  }
+  if (!(options.limits.max_runtime_ms > 0)) {
+    return absl::InvalidArgumentError("max_runtime_ms: must be > 0");
+  }
+  return absl::OkStatus();
+}
+
+// "host:port" with the port replaced by the one actually bound.
+std::string WithPort(const std::string& listen_address, int port) {
+  size_t colon = listen_address.rfind(':');
+  std::string host = colon == std::string::npos
+                         ? listen_address
+                         : listen_address.substr(0, colon);
+  return absl::StrCat(host, ":", port);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(
+    const ServerOptions& options) {
+  if (absl::Status s = CheckOptions(options); !s.ok()) return s;
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+
+  scheduler::Options scheduler_options;
+  scheduler_options.chip_ids.clear();
+  for (int i = 0; i < options.num_chips; ++i) {
+    scheduler_options.chip_ids.push_back(static_cast<uint32_t>(i));
+  }
+  scheduler_options.max_queued_jobs = options.max_queued_jobs;
+  const emulator::ExperimentLimits limits = options.limits;
+  impl->scheduler = std::make_unique<scheduler::Scheduler>(
+      scheduler_options, [limits](uint32_t chip_id) -> scheduler::ChipRunner {
+        auto chip = std::make_shared<emulator::Chip>(chip_id);
+        return [chip, limits](const scheduler::WorkItem& item) {
+          emulator::RunControl control;
+          control.cancel_requested = &item.cancel_requested;
+          control.on_progress = item.report_progress;
+          return chip->Run(item.experiment, limits, control);
+        };
+      });
+  impl->service = std::make_unique<ExperimentService>(
+      impl->scheduler.get(), options.limits, options.num_chips);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen_address,
+                           grpc::InsecureServerCredentials(), &impl->port);
+  builder.SetMaxReceiveMessageSize(options.max_request_bytes);
+  builder.RegisterService(impl->service.get());
+  impl->grpc_server = builder.BuildAndStart();
+  if (impl->grpc_server == nullptr || impl->port == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "listen_address: cannot listen on '", options.listen_address, "'"));
+  }
+  impl->address = WithPort(options.listen_address, impl->port);
+  impl->grpc_server->GetHealthCheckService()->SetServingStatus(true);
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Server::~Server() { Shutdown(absl::Seconds(1)); }
+
+const std::string& Server::address() const { return impl_->address; }
+int Server::port() const { return impl_->port; }
+
+void Server::Shutdown(absl::Duration grace) {
+  {
+    absl::MutexLock lock(&impl_->mu);
+    if (impl_->shut_down) return;
+    impl_->shut_down = true;
+  }
+  impl_->grpc_server->GetHealthCheckService()->SetServingStatus(false);
+  impl_->grpc_server->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  // No RPC can reach the scheduler any more: stop it (running jobs finish,
+  // queued ones are cancelled).
+  impl_->scheduler.reset();
+}
+
+void Server::Wait() { impl_->grpc_server->Wait(); }
+
+namespace {
+
+std::string JsonString(std::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      default:
+        out += c;
+    }
+  }
+  out += '"';
+  return out;
+}
+
+}  // namespace
+
+std::string NeuronParameterTableJson() {
+  std::vector<std::string> entries;
+  for (const emulator::NeuronParameterInfo& p :
+       emulator::NeuronParameterTable()) {
+    entries.push_back(absl::StrCat(
+        "  {\"name\": ", JsonString(p.name),
+        ", \"kind\": ", JsonString(emulator::ParameterKindName(p.kind)),
+        ", \"min\": ", p.min, ", \"max\": ", p.max,
+        ", \"default\": ", p.default_value, ", \"unit\": ", JsonString(p.unit),
+        ", \"description\": ", JsonString(p.description), "}"));
+  }
+  return absl::StrCat("[\n", absl::StrJoin(entries, ",\n"), "\n]\n");
+}
+
+}  // namespace hxemu::server

@@ -1,0 +1,13 @@
+#include "status_mapping.h"
+
+#include <string>
+
+namespace hxemu::server {
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(status.message()));
+}
+
+}  // namespace hxemu::server

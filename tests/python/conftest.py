@@ -1,0 +1,76 @@
+"""Shared fixtures of the Python client tests.
+
+Tests marked ``server`` run against ONE real hxemu server per session: the
+one in ``HXEMU_ADDRESS`` if set, else a ``hxemu-server`` started through the
+client's embedded launcher (free loopback port, stopped at the end of the
+session). Without a server binary these tests are skipped (with the reason).
+Other tests need no server (some use the in-process fake in fake_server.py).
+"""
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+warnings.filterwarnings("ignore", message="mpi4py not available")
+
+_CLIENT = Path(__file__).resolve().parents[2] / "client" / "python"
+if str(_CLIENT) not in sys.path:
+    sys.path.insert(0, str(_CLIENT))
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="session")
+def server_address():
+    """host:port of the real server for this session; HXEMU_ADDRESS is set to
+    it while the session runs, so plain ``pynn.setup()`` uses it too."""
+    address = os.environ.get("HXEMU_ADDRESS")
+    if address:
+        yield address
+        return
+    from hxemu._server import EmbeddedServer, ServerStartError, find_server_binary
+    try:
+        find_server_binary()
+    except ServerStartError as err:
+        pytest.skip(f"no hxemu server: {err}")
+    server = EmbeddedServer()
+    server.start()
+    os.environ["HXEMU_ADDRESS"] = server.address
+    try:
+        yield server.address
+    finally:
+        os.environ.pop("HXEMU_ADDRESS", None)
+        server.stop()
+
+
+@pytest.fixture
+def pynn(server_address):
+    """hxemu.pynn, set up against the session server; end() afterwards."""
+    import hxemu.pynn as pynn_module
+    yield pynn_module
+    pynn_module.end()
+
+
+@pytest.fixture
+def fake_server():
+    from fake_server import FakeServer
+    with FakeServer() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_pynn(fake_server, monkeypatch):
+    """hxemu.pynn talking to the in-process fake server."""
+    import hxemu.pynn as pynn_module
+    monkeypatch.setenv("HXEMU_ADDRESS", fake_server.address)
+    yield pynn_module
+    pynn_module.end()
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "server_address" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.server)

@@ -1,0 +1,104 @@
+"""The embedded-server launcher, with stand-in binaries (no real server needed)."""
+
+import os
+import stat
+import sys
+import textwrap
+
+import pytest
+
+from hxemu._server import EmbeddedServer, ServerStartError, find_server_binary
+
+
+def _script(tmp_path, name, body):
+    path = tmp_path / name
+    path.write_text(f"#!{sys.executable}\n" + textwrap.dedent(body))
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+GOOD = """
+    import signal, sys, time
+    args = sys.argv[1:]
+    assert "--listen=127.0.0.1:0" in args and "--num_chips=1" in args, args
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+    print("some log line first")
+    print("hxemu-server listening on 127.0.0.1:45678", flush=True)
+    while True:
+        time.sleep(0.1)
+"""
+
+
+def test_reads_address_and_stops(tmp_path):
+    server = EmbeddedServer(binary=_script(tmp_path, "good", GOOD))
+    assert server.start() == "127.0.0.1:45678"
+    assert server.running()
+    pid = server.pid
+    assert server.stop() == 0
+    assert not server.running()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_failure_names_binary_and_stderr(tmp_path):
+    binary = _script(tmp_path, "broken", """
+        import sys
+        sys.stderr.write("error: --num_chips must be positive\\n")
+        sys.exit(3)
+    """)
+    with pytest.raises(ServerStartError) as info:
+        EmbeddedServer(binary=binary).start()
+    message = str(info.value)
+    assert binary in message and "status 3" in message
+    assert "--num_chips must be positive" in message
+
+
+def test_startup_timeout(tmp_path):
+    binary = _script(tmp_path, "silent", """
+        import sys, time
+        sys.stderr.write("still loading\\n"); sys.stderr.flush()
+        time.sleep(60)
+    """)
+    server = EmbeddedServer(binary=binary, startup_timeout=1, stop_timeout=2)
+    with pytest.raises(ServerStartError, match="within 1 s") as info:
+        server.start()
+    assert "still loading" in str(info.value)
+    assert not server.running()
+
+
+def test_sigterm_ignored_then_killed(tmp_path):
+    binary = _script(tmp_path, "stubborn", """
+        import signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("hxemu-server listening on 127.0.0.1:1234", flush=True)
+        while True:
+            time.sleep(0.1)
+    """)
+    server = EmbeddedServer(binary=binary, stop_timeout=0.5)
+    server.start()
+    with pytest.warns(RuntimeWarning, match="ignored SIGTERM"):
+        status = server.stop()
+    assert status == -9
+
+
+def test_binary_lookup(tmp_path, monkeypatch):
+    monkeypatch.setenv("HXEMU_SERVER_BINARY", str(tmp_path / "missing"))
+    with pytest.raises(ServerStartError, match="not an executable"):
+        find_server_binary()
+    good = _script(tmp_path, "hxemu-server", GOOD)
+    monkeypatch.setenv("HXEMU_SERVER_BINARY", good)
+    assert find_server_binary() == good
+
+
+def test_parameter_table_from_binary(tmp_path):
+    """Without the generated JSON the table is asked from the server binary."""
+    from hxemu import _parameters
+    binary = _script(tmp_path, "table", """
+        import json, sys
+        assert sys.argv[1:] == ["--print_parameter_table"]
+        print(json.dumps([{"name": "leak_v_leak", "kind": "voltage_dac", "min": 0,
+                           "max": 1022, "default": 0, "unit": "V", "description": "x"}]))
+    """)
+    table = _parameters._from_binary(binary)
+    assert list(table) == ["leak_v_leak"]
+    assert (table["leak_v_leak"].min, table["leak_v_leak"].max) == (0, 1022)

@@ -1,0 +1,134 @@
+"""The seed tutorial (brainscales2-demos ts_00 "single neuron") on the real server.
+
+The experiment code is the notebook's, with ``import hxemu.pynn as pynn``;
+its sliders are replaced by sweeps and the plots by measurements.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "client" / "python" / "examples"
+
+
+def silent_neuron(pynn, v_leak):
+    """Experiment 1 (a silent neuron); also records spikes to check there are none."""
+    pynn.setup()
+    pop = pynn.Population(1, pynn.cells.HXNeuron(
+        # Leak potential, range: 400-1000
+        leak_v_leak=v_leak,
+        # Leak conductance, range: 0-1022
+        leak_i_bias=1022))
+    pop.record(["v", "spikes"])
+    pynn.run(0.2)
+    segment = pop.get_data().segments[-1]
+    mem_v = pop.get_data("v").segments[-1].irregularlysampledsignals[0]
+    spikes = segment.spiketrains[0]
+    pynn.end()
+    return mem_v, spikes
+
+
+def leak_over_threshold(pynn, v_leak=1000, v_threshold=300, v_reset=400, i_bias_leak=150):
+    """Experiment 2 (leak over threshold), slider defaults as in the notebook."""
+    pynn.setup()
+    pop = pynn.Population(1, pynn.cells.HXNeuron(
+        # Leak potential, range: 400-1000
+        leak_v_leak=v_leak,
+        # Leak conductance, range: 0-1022
+        leak_i_bias=i_bias_leak,
+        # Threshold potential, range: 0-500
+        threshold_v_threshold=v_threshold,
+        # Reset potential, range: 300-1000
+        reset_v_reset=v_reset,
+        # Membrane capacitance, range: 0-63
+        membrane_capacitance_capacitance=63,
+        # Refractory time (counter), range: 0-255
+        refractory_period_refractory_time=255,
+        # Enable reset on threshold crossing
+        threshold_enable=True,
+        # Reset conductance, range: 0-1022
+        reset_i_bias=1022,
+        # Increase reset conductance
+        reset_enable_multiplication=True))
+    pop.record(["v", "spikes"])
+    pynn.run(0.2)
+    mem_v = pop.get_data("v").segments[-1].irregularlysampledsignals[0]
+    spikes = pop.get_data("spikes").segments[-1].spiketrains[0]
+    pynn.end()
+    return mem_v, spikes
+
+
+def test_silent_neuron_follows_leak_potential(pynn):
+    sweep = [400, 500, 600, 700, 800, 900, 1000]
+    means = []
+    for v_leak in sweep:
+        mem_v, spikes = silent_neuron(pynn, v_leak)
+        assert len(spikes) == 0, f"v_leak={v_leak}: a silent neuron spiked"
+        values = mem_v.magnitude.ravel()
+        assert len(values) > 1000  # 0.2 ms at ~34 ns per sample
+        # flat: after settling, the trace stays close to its mean
+        settled = values[len(values) // 4:]
+        assert np.ptp(settled) < 0.2 * max(np.mean(settled), 1), (v_leak, np.ptp(settled))
+        means.append(float(np.mean(settled)))
+    assert all(b > a for a, b in zip(means, means[1:])), f"means not rising: {means}"
+    assert all(0 < m < 1023 for m in means)
+
+
+def _spike_stats(spikes):
+    times = np.sort(spikes.magnitude)
+    isi = np.diff(times)
+    return len(times), (float(np.std(isi) / np.mean(isi)) if len(isi) > 1 else np.inf)
+
+
+def test_leak_over_threshold_spikes_regularly(pynn):
+    mem_v, spikes = leak_over_threshold(pynn)
+    count, cv = _spike_stats(spikes)
+    assert count >= 3, f"only {count} spikes in 0.2 ms"
+    assert cv < 0.2, f"irregular spiking: ISI CV {cv:.2f}"
+    assert spikes.t_stop.magnitude == pytest.approx(0.2)
+    values = mem_v.magnitude.ravel()
+    assert np.ptp(values) > 50  # a sawtooth, not a flat line
+
+
+def test_rate_rises_with_leak_conductance(pynn):
+    counts = []
+    for i_bias_leak in [100, 150, 200, 300]:
+        _, spikes = leak_over_threshold(pynn, i_bias_leak=i_bias_leak)
+        count, cv = _spike_stats(spikes)
+        assert cv < 0.2, f"i_bias_leak={i_bias_leak}: ISI CV {cv:.2f}"
+        counts.append(count)
+    assert all(b >= a for a, b in zip(counts, counts[1:])), f"rates not rising: {counts}"
+    assert counts[-1] > counts[0], f"rates not rising: {counts}"
+
+
+@pytest.mark.parametrize("script, prefix, n_files", [
+    ("ts00_experiment1_silent_neuron.py", "ts00_experiment1_silent_neuron_", 5),
+    ("ts00_experiment2_leak_over_threshold.py", "ts00_experiment2_leak_over_threshold_", 4),
+])
+@pytest.mark.parametrize("connection", ["HXEMU_ADDRESS", "embedded"])
+def test_examples_write_plots(server_address, tmp_path, script, prefix, n_files, connection):
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)  # the examples find the package by themselves
+    if connection == "HXEMU_ADDRESS":
+        env["HXEMU_ADDRESS"] = server_address
+    else:
+        env.pop("HXEMU_ADDRESS", None)
+        from hxemu._server import ServerStartError, find_server_binary
+        try:
+            find_server_binary()
+        except ServerStartError as err:
+            pytest.skip(str(err))
+    out = tmp_path / "plots"
+    run = subprocess.run([sys.executable, str(EXAMPLES / script), "--out", str(out)],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    written = sorted(out.glob(f"{prefix}*.png"))
+    assert len(written) == n_files
+    for path in written:
+        assert f"wrote {path}" in run.stdout
+        assert path.stat().st_size > 5000
