@@ -2,9 +2,12 @@
 # Installs every Debian package that building, testing and running hxemu needs.
 # Idempotent: packages already present are skipped by apt. Nothing is fetched from
 # anywhere but the Debian archive configured on this machine.
+#
+#   deploy/install-deps.sh            everything (build, tests, Python client)
+#   deploy/install-deps.sh --cpp-only the C++ build and its tests (Docker image)
 set -euo pipefail
 
-PACKAGES=(
+CPP_PACKAGES=(
   # C++ toolchain and build
   g++ cmake ninja-build pkg-config clang-format
   # gRPC / protobuf / Abseil / metrics (a matched Debian 12 set; never mix in others)
@@ -12,10 +15,15 @@ PACKAGES=(
   libabsl-dev prometheus-cpp-dev
   # C++ tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
+)
+PYTHON_PACKAGES=(
   # Python client (Debian's /usr/bin/python3 only)
   python3 python3-grpcio python3-protobuf python3-numpy python3-neo python3-quantities
   python3-pynn python3-matplotlib python3-pytest python3-tqdm
 )
+
+PACKAGES=("${CPP_PACKAGES[@]}")
+if [[ "${1:-}" != "--cpp-only" ]]; then PACKAGES+=("${PYTHON_PACKAGES[@]}"); fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

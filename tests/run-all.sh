@@ -1,12 +1,39 @@
 #!/usr/bin/env bash
-# The test command: installs what is missing (Debian packages), builds, then
-# runs every C++ test (CTest) and every Python test (pytest) against real
-# servers on loopback. Exits non-zero if anything fails.
+# The test command: installs what is missing (Debian packages), checks the
+# C++ formatting, builds, then runs
+#   1. every C++ test under AddressSanitizer + UndefinedBehaviorSanitizer,
+#   2. the scheduler and emulator tests under ThreadSanitizer (Debian's gRPC
+#      and Abseil are not TSan-instrumented, so TSan cannot judge the server's
+#      gRPC threads; the scheduler wraps its locks so TSan sees them),
+#   3. every C++ test (CTest: unit + integration) in the normal build,
+#   4. every Python test (pytest) against real servers on loopback.
+# Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/install-deps.sh
 bash deploy/check-format.sh
+
+echo "== build (RelWithDebInfo)"
 bash deploy/build.sh
+
+echo "== ASan/UBSan: all C++ tests"
+HXEMU_BUILD_DIR=build-asan bash deploy/build.sh -DCMAKE_BUILD_TYPE=Debug \
+  -DHXEMU_SANITIZE=address,undefined -DHXEMU_BUILD_BENCHMARKS=OFF
+ctest --test-dir build-asan --output-on-failure -j "$(nproc)" \
+  > build-asan/ctest.log 2>&1 || { cat build-asan/ctest.log; exit 1; }
+echo "ASan/UBSan: $(grep "tests passed" build-asan/ctest.log)"
+
+echo "== TSan: scheduler and emulator tests"
+mkdir -p build-tsan
+cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DHXEMU_SANITIZE=thread -DHXEMU_BUILD_BENCHMARKS=OFF > build-tsan/configure.log
+cmake --build build-tsan --target scheduler_test emulator_test
+TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/scheduler_test --gtest_brief=1
+TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/emulator_test --gtest_brief=1
+
+echo "== all C++ tests"
 ctest --test-dir build --output-on-failure -j "$(nproc)"
+
+echo "== Python tests"
 PYTHONPATH="$PWD/client/python" /usr/bin/python3 -m pytest tests/python -q \
   -p no:cacheprovider

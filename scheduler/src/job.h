@@ -40,6 +40,11 @@ struct Job {
   std::string user;
   std::shared_ptr<const hxemu::v1::Experiment> experiment;  // never null
   absl::Time submit_time = absl::InfinitePast();
+  // Order of submission over all users (List's page tokens).
+  uint64_t seq = 0;
+  // SubmitOptions::max_wall_time and submit_time + it (InfiniteFuture: none).
+  absl::Duration max_wall_time = absl::InfiniteDuration();
+  absl::Time deadline = absl::InfiniteFuture();
 
   // --- Guarded by the scheduler's mutex ---
   JobState state = JobState::kQueued;
@@ -54,8 +59,11 @@ struct Job {
   // Reason to report if a cancel request stops the running job, e.g.
   // "cancelled by user"; empty while no cancel was requested.
   std::string cancel_reason;
-  // Set iff state is kSucceeded.
+  // Set iff state is kSucceeded and the result was not evicted.
   std::shared_ptr<const hxemu::v1::Result> result;
+  int64_t result_bytes = 0;  // its serialized size
+  // Why the result was evicted; empty if it was not.
+  std::string result_evicted_reason;
   // Done callbacks not yet fired, by handle, in the order they were added.
   // Emptied when the job becomes terminal.
   std::vector<std::pair<uint64_t, DoneCallback>> callbacks;

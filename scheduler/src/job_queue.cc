@@ -1,24 +1,68 @@
 #include "job_queue.h"
 
+#include <algorithm>
 #include <iterator>
 #include <utility>
 
 namespace hxemu::scheduler::internal {
 
+JobQueue::JobQueue(absl::flat_hash_map<std::string, int> user_weights)
+    : user_weights_(std::move(user_weights)) {}
+
+int JobQueue::WeightOf(const std::string& user) const {
+  auto it = user_weights_.find(user);
+  return it == user_weights_.end() ? 1 : std::max(it->second, 1);
+}
+
+void JobQueue::Count(const Job& job, int delta) {
+  const std::optional<uint32_t> pinned = job.pinned_chip();
+  if (!pinned.has_value()) {
+    unpinned_ += delta;
+    return;
+  }
+  size_t& count = pinned_[*pinned];
+  count += delta;
+  if (count == 0) pinned_.erase(*pinned);
+}
+
 void JobQueue::Push(std::shared_ptr<Job> job) {
+  std::unique_ptr<UserQueue>& slot = users_[job->user];
+  if (slot == nullptr) {
+    slot = std::make_unique<UserQueue>();
+    slot->user = job->user;
+    slot->weight = WeightOf(job->user);
+    slot->ring_pos = ring_.insert(ring_.end(), slot.get());
+  }
+  Count(*job, +1);
   const Job* key = job.get();
-  order_.push_back(std::move(job));
-  index_.emplace(key, std::prev(order_.end()));
+  slot->jobs.push_back(std::move(job));
+  index_.emplace(key, std::prev(slot->jobs.end()));
+}
+
+std::shared_ptr<Job> JobQueue::Take(UserQueue* uq, Fifo::iterator job_it) {
+  std::shared_ptr<Job> job = std::move(*job_it);
+  uq->jobs.erase(job_it);
+  index_.erase(job.get());
+  Count(*job, -1);
+  if (uq->jobs.empty()) {
+    ring_.erase(uq->ring_pos);
+    users_.erase(uq->user);  // destroys *uq
+  }
+  return job;
 }
 
 std::shared_ptr<Job> JobQueue::PopFor(uint32_t chip_id) {
-  for (auto it = order_.begin(); it != order_.end(); ++it) {
-    const std::optional<uint32_t> pinned = (*it)->pinned_chip();
-    if (pinned.has_value() && *pinned != chip_id) continue;
-    std::shared_ptr<Job> job = std::move(*it);
-    index_.erase(job.get());
-    order_.erase(it);
-    return job;
+  for (UserQueue* uq : ring_) {
+    for (auto it = uq->jobs.begin(); it != uq->jobs.end(); ++it) {
+      const std::optional<uint32_t> pinned = (*it)->pinned_chip();
+      if (pinned.has_value() && *pinned != chip_id) continue;
+      if (++uq->served >= uq->weight && uq->jobs.size() > 1) {
+        // Turn over: to the back of the ring (a no-op if alone).
+        uq->served = 0;
+        ring_.splice(ring_.end(), ring_, uq->ring_pos);
+      }
+      return Take(uq, it);  // may destroy *uq
+    }
   }
   return nullptr;
 }
@@ -26,25 +70,60 @@ std::shared_ptr<Job> JobQueue::PopFor(uint32_t chip_id) {
 bool JobQueue::Remove(const Job& job) {
   auto found = index_.find(&job);
   if (found == index_.end()) return false;
-  order_.erase(found->second);
-  index_.erase(found);
+  Take(users_.at(job.user).get(), found->second);
   return true;
 }
 
-size_t JobQueue::Position(const Job& job) const {
+JobQueue::Ahead JobQueue::Position(const Job& job) const {
+  Ahead ahead;
   auto found = index_.find(&job);
-  if (found == index_.end()) return 0;
-  return static_cast<size_t>(
-      std::distance(order_.begin(), List::const_iterator(found->second)));
+  if (found == index_.end()) return ahead;
+  const UserQueue& mine = *users_.at(job.user);
+  ahead.own = static_cast<size_t>(
+      std::distance(mine.jobs.begin(), Fifo::const_iterator(found->second)));
+  // The job goes out in turn `t` of its user (0 = the current round).
+  const size_t mine_left = static_cast<size_t>(mine.weight - mine.served);
+  const size_t t =
+      ahead.own < mine_left ? 0 : 1 + (ahead.own - mine_left) / mine.weight;
+  // Until then, a user before it in the ring has turns 0..t, one after it
+  // turns 0..t-1; each turn gives up to `weight` jobs (the first one what is
+  // left of the current turn), and no more than it has queued.
+  bool before = true;
+  for (const UserQueue* uq : ring_) {
+    if (uq == &mine) {
+      before = false;
+      continue;
+    }
+    const size_t left = static_cast<size_t>(uq->weight - uq->served);
+    const size_t turns = before ? t : (t == 0 ? 0 : t - 1);
+    const size_t served = (!before && t == 0) ? 0 : left + turns * uq->weight;
+    ahead.others += std::min(uq->jobs.size(), served);
+  }
+  return ahead;
 }
 
 std::vector<std::shared_ptr<Job>> JobQueue::TakeAll() {
-  std::vector<std::shared_ptr<Job>> jobs(
-      std::make_move_iterator(order_.begin()),
-      std::make_move_iterator(order_.end()));
-  order_.clear();
+  std::vector<std::shared_ptr<Job>> jobs;
+  jobs.reserve(index_.size());
+  for (UserQueue* uq : ring_) {
+    for (std::shared_ptr<Job>& job : uq->jobs) jobs.push_back(std::move(job));
+  }
+  ring_.clear();
+  users_.clear();
   index_.clear();
+  unpinned_ = 0;
+  pinned_.clear();
   return jobs;
+}
+
+size_t JobQueue::SizeFor(const std::string& user) const {
+  auto it = users_.find(user);
+  return it == users_.end() ? 0 : it->second->jobs.size();
+}
+
+size_t JobQueue::RunnableOn(uint32_t chip_id) const {
+  auto it = pinned_.find(chip_id);
+  return unpinned_ + (it == pinned_.end() ? 0 : it->second);
 }
 
 }  // namespace hxemu::scheduler::internal

@@ -1,6 +1,6 @@
 // File: scheduler.cc
 //
-// Design (first cut):
+// Design:
 // - One mutex, `Impl::mu_` (an absl::Mutex behind a TSan-visible wrapper,
 //   see mutex.h), guards all scheduler state: the job map, the queue, every
 //   job's mutable fields and the chips' bookkeeping. Runners run and done
@@ -17,15 +17,32 @@
 //   job's done callbacks out, marks the job `firing` and wakes Wait()ers;
 //   the caller runs the callbacks once the lock is released, then clears
 //   `firing` and wakes RemoveDoneCallback()ers waiting for them.
+// - The queue (job_queue.h) serves per-user FIFOs round-robin; it also
+//   answers "what may chip K run next?", so the workers do not know the
+//   policy. A worker that took a job other than the one it was woken for
+//   wakes another idle worker that has something to run.
+// - Time comes from the injected Clock. Job deadlines (`deadlines_`) and
+//   result TTLs / the result byte budget (`retained_`) are enforced by
+//   SweepLocked, which is cheap when nothing is due (it looks at the front
+//   of two ordered containers). It runs on a housekeeping thread (sleeping
+//   until the next due time, at most kMaxHousekeeperSleep of wall time, so a
+//   FakeClock is noticed too), at the start of most public calls and before
+//   a worker takes a job, so an expired job is never started.
 #include "hxemu/scheduler/scheduler.h"
 
 #include <algorithm>
+#include <deque>
 #include <exception>
+#include <iterator>
+#include <limits>
+#include <map>
+#include <set>
 #include <thread>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "job.h"
@@ -49,6 +66,7 @@ bool IsTerminal(JobState state) {
     case JobState::kSucceeded:
     case JobState::kFailed:
     case JobState::kCancelled:
+    case JobState::kExpired:
       return true;
   }
   return false;
@@ -66,6 +84,8 @@ const char* JobStateName(JobState state) {
       return "FAILED";
     case JobState::kCancelled:
       return "CANCELLED";
+    case JobState::kExpired:
+      return "EXPIRED";
   }
   return "UNKNOWN";
 }
@@ -75,9 +95,26 @@ namespace {
 constexpr char kCancelledByUser[] = "cancelled by user";
 constexpr char kCancelledByShutdown[] = "cancelled: server shutting down";
 
-std::string QueuedReason(size_t ahead) {
-  return absl::StrCat("queued: ", ahead, ahead == 1 ? " job" : " jobs",
-                      " ahead");
+// Longest wall-clock sleep of the housekeeping thread (bounds how late it
+// notices time moved on a FakeClock or a clock jump).
+constexpr absl::Duration kMaxHousekeeperSleep = absl::Seconds(1);
+constexpr int kDefaultPageSize = 100;
+constexpr int kMaxPageSize = 1000;
+
+std::string QueuedReason(const internal::JobQueue::Ahead& ahead,
+                         const hxemu::v1::Experiment& experiment) {
+  const size_t total = ahead.own + ahead.others;
+  std::string reason =
+      absl::StrCat("queued: ", total, total == 1 ? " job" : " jobs", " ahead");
+  if (ahead.others > 0) {
+    absl::StrAppend(&reason, " (", ahead.own, " of yours, ", ahead.others,
+                    " of other users)");
+  }
+  // (Not Job::pinned_chip(): GCC 12 with ASan warns of the optional.)
+  if (experiment.has_chip_id()) {
+    absl::StrAppend(&reason, ", waiting for chip ", experiment.chip_id());
+  }
+  return reason;
 }
 
 std::string RunningReason(uint32_t chip_id, bool cancel_requested) {
@@ -121,8 +158,8 @@ struct Scheduler::Impl {
   void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
 
   absl::StatusOr<std::string> Submit(
-      std::string user, std::shared_ptr<const hxemu::v1::Experiment> experiment)
-      ABSL_LOCKS_EXCLUDED(mu_);
+      std::string user, std::shared_ptr<const hxemu::v1::Experiment> experiment,
+      const SubmitOptions& options) ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<JobView> Get(const std::string& job_id)
       ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<JobView> Wait(const std::string& job_id, absl::Time deadline)
@@ -136,6 +173,10 @@ struct Scheduler::Impl {
       ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<std::shared_ptr<const hxemu::v1::Result>> GetResult(
       const std::string& job_id) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<JobPage> List(const std::string& user, int page_size,
+                               const std::string& page_token)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  std::vector<ChipView> ChipsView() ABSL_LOCKS_EXCLUDED(mu_);
 
   // The worker of `chip`: runs jobs until Shutdown.
   void WorkerLoop(Chip& chip) ABSL_LOCKS_EXCLUDED(mu_);
@@ -149,15 +190,25 @@ struct Scheduler::Impl {
   void CompleteJob(Chip& chip, const std::shared_ptr<Job>& job,
                    absl::StatusOr<hxemu::v1::Result> outcome)
       ABSL_LOCKS_EXCLUDED(mu_);
+  // Enforces deadlines and result retention until Shutdown.
+  void HousekeeperLoop() ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Expires or cancels jobs past their deadline and evicts results past
+  // their TTL or over the byte budget, as of now; appends done callbacks to
+  // `pending`.
+  void SweepLocked(PendingList* pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // When SweepLocked next has something to do (clock time).
+  absl::Time NextDueLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Wakes one idle worker that may run `job`, if there is one.
   void WakeWorkerForLocked(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Wakes one idle worker that has a queued job it may run, if any.
+  void WakeAnyWorkerLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Makes `job` terminal; appends its done callbacks to `pending`.
   void FinishLocked(const std::shared_ptr<Job>& job, JobState state,
                     std::string reason, absl::Status error,
                     PendingList* pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Asks the running `job` to stop, giving `reason` if it does.
-  void RequestCancelLocked(Job& job, const char* reason)
+  void RequestCancelLocked(Job& job, std::string reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Runs callbacks taken out by FinishLocked, then clears the jobs' `firing`.
   void RunCallbacks(PendingList& pending) ABSL_LOCKS_EXCLUDED(mu_);
@@ -165,28 +216,55 @@ struct Scheduler::Impl {
   std::shared_ptr<Job> FindLocked(const std::string& job_id) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // Never null; `clock_owner_` keeps an injected clock alive.
+  const std::shared_ptr<const Clock> clock_owner_;
+  const Clock* const clock_;
   const int max_queued_jobs_;
+  const int max_queued_jobs_per_user_;
+  const absl::Duration result_ttl_;
+  const int64_t max_result_bytes_;
   // The pool, sorted by id; fixed after construction (the vector, not the
   // chips' guarded fields).
   std::vector<std::unique_ptr<Chip>> chips_;
+  std::thread housekeeper_;
 
   mutable Mutex mu_;
   // Signalled whenever a job becomes terminal (Wait).
   CondVar terminal_cv_;
   // Signalled whenever a job's done callbacks have run (RemoveDoneCallback).
   CondVar callbacks_done_cv_;
+  // Wakes the housekeeping thread (an earlier due time, or stopping).
+  CondVar housekeeper_cv_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  // Every job ever submitted, by id (kept for now; TTLs come later).
+  // Every job ever submitted, by id (records are kept; results may not be).
   absl::flat_hash_map<std::string, std::shared_ptr<Job>> jobs_
       ABSL_GUARDED_BY(mu_);
+  // Every job ever submitted, by user and then `seq` (List). The pointers
+  // stay valid: `jobs_` never drops a job.
+  absl::flat_hash_map<std::string, std::map<uint64_t, const Job*>> by_user_
+      ABSL_GUARDED_BY(mu_);
   internal::JobQueue queue_ ABSL_GUARDED_BY(mu_);
+  // The queued and running jobs with a deadline whose deadline has not been
+  // acted on, soonest first.
+  std::set<std::pair<absl::Time, const Job*>> deadlines_ ABSL_GUARDED_BY(mu_);
+  // The succeeded jobs whose result is kept, oldest end first, and the sum
+  // of their `result_bytes`.
+  std::deque<std::shared_ptr<Job>> retained_ ABSL_GUARDED_BY(mu_);
+  int64_t retained_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_callback_handle_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
 };
 
 Scheduler::Impl::Impl(
     const Options& options,
     const std::function<ChipRunner(uint32_t chip_id)>& make_runner)
-    : max_queued_jobs_(std::max(options.max_queued_jobs, 0)) {
+    : clock_owner_(options.clock),
+      clock_(options.clock != nullptr ? options.clock.get() : &Clock::Real()),
+      max_queued_jobs_(std::max(options.max_queued_jobs, 0)),
+      max_queued_jobs_per_user_(std::max(options.max_queued_jobs_per_user, 0)),
+      result_ttl_(options.result_ttl),
+      max_result_bytes_(std::max<int64_t>(options.max_result_bytes, 0)),
+      queue_(options.user_weights) {
   std::vector<uint32_t> ids = options.chip_ids;
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
@@ -201,6 +279,7 @@ Scheduler::Impl::Impl(
     Chip* c = chip.get();
     c->worker = std::thread([this, c] { WorkerLoop(*c); });
   }
+  housekeeper_ = std::thread([this] { HousekeeperLoop(); });
 }
 
 void Scheduler::Impl::Shutdown() {
@@ -218,15 +297,23 @@ void Scheduler::Impl::Shutdown() {
       }
       chip->work_cv.Signal();
     }
+    housekeeper_cv_.Signal();
   }
   RunCallbacks(pending);
   for (auto& chip : chips_) chip->worker.join();
+  housekeeper_.join();
 }
 
 absl::StatusOr<std::string> Scheduler::Impl::Submit(
-    std::string user, std::shared_ptr<const hxemu::v1::Experiment> experiment) {
+    std::string user, std::shared_ptr<const hxemu::v1::Experiment> experiment,
+    const SubmitOptions& options) {
   if (experiment == nullptr) {
     return absl::InvalidArgumentError("experiment: missing");
+  }
+  if (options.max_wall_time <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_wall_time: must be positive, not ",
+                     absl::FormatDuration(options.max_wall_time)));
   }
   if (chips_.empty()) {
     return absl::FailedPreconditionError(
@@ -251,37 +338,79 @@ absl::StatusOr<std::string> Scheduler::Impl::Submit(
   auto job = std::make_shared<Job>();
   job->user = std::move(user);
   job->experiment = std::move(experiment);
-  job->submit_time = absl::Now();
+  job->submit_time = clock_->Now();
+  job->max_wall_time = options.max_wall_time;
+  if (options.max_wall_time != absl::InfiniteDuration()) {
+    job->deadline = job->submit_time + options.max_wall_time;
+  }
   job->id = internal::NewJobId();  // outside the lock: a system call
 
-  MutexLock lock(&mu_);
-  if (stopping_) {
-    return absl::UnavailableError("the scheduler is shutting down");
+  PendingList pending;
+  absl::Status status;
+  {
+    MutexLock lock(&mu_);
+    SweepLocked(&pending);
+    const size_t user_queued = queue_.SizeFor(job->user);
+    if (stopping_) {
+      status = absl::UnavailableError("the scheduler is shutting down");
+    } else if (queue_.size() >= static_cast<size_t>(max_queued_jobs_)) {
+      status = absl::ResourceExhaustedError(absl::StrCat(
+          "the job queue is full: ", queue_.size(),
+          " jobs are queued, the server's limit (max_queued_jobs) is ",
+          max_queued_jobs_, "; retry later"));
+    } else if (user_queued >= static_cast<size_t>(max_queued_jobs_per_user_)) {
+      status = absl::ResourceExhaustedError(absl::StrCat(
+          "user \"", job->user, "\" has ", user_queued,
+          " jobs queued, the server's per-user limit "
+          "(max_queued_jobs_per_user) is ",
+          max_queued_jobs_per_user_,
+          "; retry once some of them have started or been cancelled"));
+    } else {
+      // 128 random bits do not collide in practice; the check makes "never
+      // reused" hold regardless (every job ever submitted stays in `jobs_`).
+      while (jobs_.contains(job->id)) job->id = internal::NewJobId();
+      job->seq = next_seq_++;
+      jobs_.emplace(job->id, job);
+      by_user_[job->user].emplace(job->seq, job.get());
+      if (job->deadline != absl::InfiniteFuture()) {
+        const bool soonest =
+            deadlines_.empty() || job->deadline < deadlines_.begin()->first;
+        deadlines_.emplace(job->deadline, job.get());
+        if (soonest) housekeeper_cv_.Signal();
+      }
+      queue_.Push(job);
+      WakeWorkerForLocked(*job);
+    }
   }
-  if (queue_.size() >= static_cast<size_t>(max_queued_jobs_)) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the job queue is full: ", queue_.size(),
-        " jobs are queued, the server's limit (max_queued_jobs) is ",
-        max_queued_jobs_, "; retry later"));
-  }
-  // 128 random bits do not collide in practice; the check makes "never
-  // reused" hold regardless (every job ever submitted stays in `jobs_`).
-  while (jobs_.contains(job->id)) job->id = internal::NewJobId();
-  jobs_.emplace(job->id, job);
-  queue_.Push(job);
-  WakeWorkerForLocked(*job);
+  RunCallbacks(pending);
+  if (!status.ok()) return status;
   return job->id;
 }
 
 absl::StatusOr<JobView> Scheduler::Impl::Get(const std::string& job_id) {
-  MutexLock lock(&mu_);
-  std::shared_ptr<Job> job = FindLocked(job_id);
-  if (job == nullptr) return UnknownJob(job_id);
-  return ViewLocked(*job);
+  PendingList pending;
+  absl::StatusOr<JobView> view;
+  {
+    MutexLock lock(&mu_);
+    SweepLocked(&pending);
+    std::shared_ptr<Job> job = FindLocked(job_id);
+    view = job == nullptr ? absl::StatusOr<JobView>(UnknownJob(job_id))
+                          : ViewLocked(*job);
+  }
+  RunCallbacks(pending);
+  return view;
 }
 
 absl::StatusOr<JobView> Scheduler::Impl::Wait(const std::string& job_id,
                                               absl::Time deadline) {
+  {
+    PendingList pending;
+    {
+      MutexLock lock(&mu_);
+      SweepLocked(&pending);
+    }
+    RunCallbacks(pending);
+  }
   MutexLock lock(&mu_);
   std::shared_ptr<Job> job = FindLocked(job_id);
   if (job == nullptr) return UnknownJob(job_id);
@@ -295,24 +424,33 @@ absl::StatusOr<uint64_t> Scheduler::Impl::AddDoneCallback(
     const std::string& job_id, DoneCallback callback) {
   uint64_t handle = 0;
   JobView view;
+  PendingList pending;
+  absl::Status unknown;
   {
     MutexLock lock(&mu_);
+    SweepLocked(&pending);
     std::shared_ptr<Job> job = FindLocked(job_id);
-    if (job == nullptr) return UnknownJob(job_id);
-    handle = next_callback_handle_++;
-    if (!IsTerminal(job->state)) {
+    if (job == nullptr) {
+      unknown = UnknownJob(job_id);
+      callback = nullptr;
+    } else if (handle = next_callback_handle_++; !IsTerminal(job->state)) {
       job->callbacks.emplace_back(handle, std::move(callback));
-      return handle;
+      callback = nullptr;
+    } else {
+      view = ViewLocked(*job);
     }
-    view = ViewLocked(*job);
   }
+  RunCallbacks(pending);
+  if (!unknown.ok()) return unknown;
   // Already terminal: fire at once, on this thread, without the lock.
-  [&]() noexcept { callback(view); }();
+  if (callback != nullptr) [&]() noexcept { callback(view); }();
   return handle;
 }
 
 bool Scheduler::Impl::RemoveDoneCallback(const std::string& job_id,
                                          uint64_t handle) {
+  // No SweepLocked here: callbacks it took out would run on this thread
+  // after the return, breaking the "will not run any more" promise.
   MutexLock lock(&mu_);
   std::shared_ptr<Job> job = FindLocked(job_id);
   if (job == nullptr) return false;
@@ -334,26 +472,31 @@ bool Scheduler::Impl::RemoveDoneCallback(const std::string& job_id,
 
 absl::StatusOr<JobView> Scheduler::Impl::Cancel(const std::string& job_id) {
   PendingList pending;
-  JobView view;
+  absl::StatusOr<JobView> view;
   {
     MutexLock lock(&mu_);
+    SweepLocked(&pending);
     std::shared_ptr<Job> job = FindLocked(job_id);
-    if (job == nullptr) return UnknownJob(job_id);
-    switch (job->state) {
-      case JobState::kQueued:
-        queue_.Remove(*job);
-        FinishLocked(job, JobState::kCancelled, kCancelledByUser,
-                     absl::OkStatus(), &pending);
-        break;
-      case JobState::kRunning:
-        RequestCancelLocked(*job, kCancelledByUser);
-        break;
-      case JobState::kSucceeded:
-      case JobState::kFailed:
-      case JobState::kCancelled:
-        break;
+    if (job == nullptr) {
+      view = UnknownJob(job_id);
+    } else {
+      switch (job->state) {
+        case JobState::kQueued:
+          queue_.Remove(*job);
+          FinishLocked(job, JobState::kCancelled, kCancelledByUser,
+                       absl::OkStatus(), &pending);
+          break;
+        case JobState::kRunning:
+          RequestCancelLocked(*job, kCancelledByUser);
+          break;
+        case JobState::kSucceeded:
+        case JobState::kFailed:
+        case JobState::kCancelled:
+        case JobState::kExpired:
+          break;
+      }
+      view = ViewLocked(*job);
     }
-    view = ViewLocked(*job);
   }
   RunCallbacks(pending);
   return view;
@@ -361,15 +504,85 @@ absl::StatusOr<JobView> Scheduler::Impl::Cancel(const std::string& job_id) {
 
 absl::StatusOr<std::shared_ptr<const hxemu::v1::Result>>
 Scheduler::Impl::GetResult(const std::string& job_id) {
-  MutexLock lock(&mu_);
-  std::shared_ptr<Job> job = FindLocked(job_id);
-  if (job == nullptr) return UnknownJob(job_id);
-  if (job->state != JobState::kSucceeded) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "job ", job_id, " has no result: it is ", JobStateName(job->state),
-        " (", ViewLocked(*job).state_reason, "), not SUCCEEDED"));
+  PendingList pending;
+  absl::StatusOr<std::shared_ptr<const hxemu::v1::Result>> result;
+  {
+    MutexLock lock(&mu_);
+    SweepLocked(&pending);
+    std::shared_ptr<Job> job = FindLocked(job_id);
+    if (job == nullptr) {
+      result = UnknownJob(job_id);
+    } else if (job->state != JobState::kSucceeded) {
+      result = absl::FailedPreconditionError(absl::StrCat(
+          "job ", job_id, " has no result: it is ", JobStateName(job->state),
+          " (", ViewLocked(*job).state_reason, "), not SUCCEEDED"));
+    } else if (job->result == nullptr) {
+      result = absl::NotFoundError(
+          absl::StrCat(job->result_evicted_reason, " (job ", job_id, ")"));
+    } else {
+      result = job->result;
+    }
   }
-  return job->result;
+  RunCallbacks(pending);
+  return result;
+}
+
+absl::StatusOr<JobPage> Scheduler::Impl::List(const std::string& user,
+                                              int page_size,
+                                              const std::string& page_token) {
+  if (page_size <= 0) page_size = kDefaultPageSize;
+  page_size = std::min(page_size, kMaxPageSize);
+  PendingList pending;
+  absl::StatusOr<JobPage> page;
+  {
+    MutexLock lock(&mu_);
+    SweepLocked(&pending);
+    // The token is the `seq` of the last job on the previous page.
+    uint64_t before = std::numeric_limits<uint64_t>::max();
+    if (!page_token.empty() && (!absl::SimpleAtoi(page_token, &before) ||
+                                before == 0 || before >= next_seq_)) {
+      page = absl::InvalidArgumentError(absl::StrCat(
+          "page_token: \"", page_token,
+          "\" is not a token from this server; pass the next_page_token of "
+          "the previous page, or none for the first"));
+    } else {
+      page = JobPage{};
+      auto found = by_user_.find(user);
+      if (found != by_user_.end()) {
+        const std::map<uint64_t, const Job*>& jobs = found->second;
+        auto it = std::make_reverse_iterator(jobs.lower_bound(before));
+        for (; it != jobs.rend() &&
+               page->jobs.size() < static_cast<size_t>(page_size);
+             ++it) {
+          page->jobs.push_back(ViewLocked(*it->second));
+        }
+        if (it != jobs.rend()) {
+          page->next_page_token = absl::StrCat(std::prev(it)->first);
+        }
+      }
+    }
+  }
+  RunCallbacks(pending);
+  return page;
+}
+
+std::vector<ChipView> Scheduler::Impl::ChipsView() {
+  PendingList pending;
+  std::vector<ChipView> views;
+  {
+    MutexLock lock(&mu_);
+    SweepLocked(&pending);
+    for (const auto& chip : chips_) {
+      ChipView view;
+      view.id = chip->id;
+      view.busy = chip->current != nullptr;
+      if (view.busy) view.running_job_id = chip->current->id;
+      view.queued_jobs = static_cast<uint32_t>(queue_.RunnableOn(chip->id));
+      views.push_back(std::move(view));
+    }
+  }
+  RunCallbacks(pending);
+  return views;
 }
 
 void Scheduler::Impl::WorkerLoop(Chip& chip) {
@@ -381,20 +594,32 @@ void Scheduler::Impl::WorkerLoop(Chip& chip) {
 }
 
 std::shared_ptr<Job> Scheduler::Impl::NextJob(Chip& chip) {
-  MutexLock lock(&mu_);
   for (;;) {
-    if (stopping_) return nullptr;
-    if (std::shared_ptr<Job> job = queue_.PopFor(chip.id)) {
-      chip.idle = false;
-      chip.current = job;
-      job->state = JobState::kRunning;
-      job->state_reason = RunningReason(chip.id, /*cancel_requested=*/false);
-      job->chip_id = chip.id;
-      job->start_time = absl::Now();
-      return job;
+    PendingList pending;
+    {
+      MutexLock lock(&mu_);
+      for (;;) {
+        if (stopping_) return nullptr;
+        // Never start a job whose deadline has passed.
+        SweepLocked(&pending);
+        if (!pending.empty()) break;  // run those callbacks first
+        if (std::shared_ptr<Job> job = queue_.PopFor(chip.id)) {
+          chip.idle = false;
+          chip.current = job;
+          job->state = JobState::kRunning;
+          job->state_reason =
+              RunningReason(chip.id, /*cancel_requested=*/false);
+          job->chip_id = chip.id;
+          job->start_time = clock_->Now();
+          // It may not be the job this worker was woken for.
+          WakeAnyWorkerLocked();
+          return job;
+        }
+        chip.idle = true;
+        chip.work_cv.Wait(&mu_);
+      }
     }
-    chip.idle = true;
-    chip.work_cv.Wait(&mu_);
+    RunCallbacks(pending);
   }
 }
 
@@ -421,10 +646,12 @@ absl::StatusOr<hxemu::v1::Result> Scheduler::Impl::RunJob(
 
 void Scheduler::Impl::CompleteJob(Chip& chip, const std::shared_ptr<Job>& job,
                                   absl::StatusOr<hxemu::v1::Result> outcome) {
-  // Move the result to the heap before taking the lock.
+  // Move the result to the heap and size it before taking the lock.
   std::shared_ptr<const hxemu::v1::Result> result;
+  int64_t result_bytes = 0;
   if (outcome.ok()) {
     result = std::make_shared<const hxemu::v1::Result>(*std::move(outcome));
+    result_bytes = static_cast<int64_t>(result->ByteSizeLong());
   }
   PendingList pending;
   {
@@ -435,9 +662,14 @@ void Scheduler::Impl::CompleteJob(Chip& chip, const std::shared_ptr<Job>& job,
       job->progress_ms.store(job->experiment->runtime_ms(),
                              std::memory_order_relaxed);
       job->result = std::move(result);
+      job->result_bytes = result_bytes;
       FinishLocked(job, JobState::kSucceeded,
                    absl::StrCat("succeeded on chip ", chip.id),
                    absl::OkStatus(), &pending);
+      const bool first = retained_.empty();
+      retained_.push_back(job);
+      retained_bytes_ += result_bytes;
+      if (first) housekeeper_cv_.Signal();  // a new TTL to watch
     } else if (job->cancel_requested.load(std::memory_order_relaxed) &&
                absl::IsCancelled(outcome.status())) {
       FinishLocked(job, JobState::kCancelled, job->cancel_reason,
@@ -448,8 +680,78 @@ void Scheduler::Impl::CompleteJob(Chip& chip, const std::shared_ptr<Job>& job,
                                 outcome.status().ToString()),
                    outcome.status(), &pending);
     }
+    SweepLocked(&pending);  // the byte budget, at once
   }
   RunCallbacks(pending);
+}
+
+void Scheduler::Impl::HousekeeperLoop() {
+  for (;;) {
+    PendingList pending;
+    {
+      MutexLock lock(&mu_);
+      if (stopping_) return;
+      SweepLocked(&pending);
+      if (pending.empty()) {
+        const absl::Duration until_due =
+            std::min(NextDueLocked() - clock_->Now(), kMaxHousekeeperSleep);
+        housekeeper_cv_.WaitWithDeadline(&mu_, absl::Now() + until_due);
+        continue;
+      }
+    }
+    RunCallbacks(pending);
+  }
+}
+
+void Scheduler::Impl::SweepLocked(PendingList* pending) {
+  const absl::Time now = clock_->Now();
+  while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+    const Job* raw = deadlines_.begin()->second;
+    deadlines_.erase(deadlines_.begin());
+    std::shared_ptr<Job> job = FindLocked(raw->id);
+    const std::string limit = absl::StrCat(
+        "its max_wall_time of ", absl::FormatDuration(job->max_wall_time),
+        " since submission passed");
+    if (job->state == JobState::kQueued) {
+      queue_.Remove(*job);
+      FinishLocked(job, JobState::kExpired,
+                   absl::StrCat("expired: ", limit, " before it could start"),
+                   absl::OkStatus(), pending);
+    } else if (job->state == JobState::kRunning) {
+      RequestCancelLocked(
+          *job, absl::StrCat("deadline exceeded: ", limit,
+                             " while running on chip ", *job->chip_id));
+    }
+  }
+  while (!retained_.empty()) {
+    Job& job = *retained_.front();
+    if (now >= job.end_time + result_ttl_) {
+      job.result_evicted_reason =
+          absl::StrCat("result evicted: results are kept for ",
+                       absl::FormatDuration(result_ttl_),
+                       " (result_ttl) after the job ends");
+    } else if (retained_bytes_ > max_result_bytes_) {
+      job.result_evicted_reason = absl::StrCat(
+          "result evicted: the server keeps at most ", max_result_bytes_,
+          " bytes of results (max_result_bytes), oldest evicted first; this "
+          "one had ",
+          job.result_bytes, " bytes");
+    } else {
+      break;
+    }
+    job.result.reset();
+    retained_bytes_ -= job.result_bytes;
+    retained_.pop_front();
+  }
+}
+
+absl::Time Scheduler::Impl::NextDueLocked() const {
+  absl::Time due = absl::InfiniteFuture();
+  if (!deadlines_.empty()) due = deadlines_.begin()->first;
+  if (!retained_.empty()) {
+    due = std::min(due, retained_.front()->end_time + result_ttl_);
+  }
+  return due;
 }
 
 void Scheduler::Impl::WakeWorkerForLocked(const Job& job) {
@@ -464,13 +766,24 @@ void Scheduler::Impl::WakeWorkerForLocked(const Job& job) {
   // No idle worker may run it: a busy one picks it up when it is done.
 }
 
+void Scheduler::Impl::WakeAnyWorkerLocked() {
+  if (queue_.empty()) return;
+  for (auto& chip : chips_) {
+    if (!chip->idle || queue_.RunnableOn(chip->id) == 0) continue;
+    chip->idle = false;
+    chip->work_cv.Signal();
+    return;
+  }
+}
+
 void Scheduler::Impl::FinishLocked(const std::shared_ptr<Job>& job,
                                    JobState state, std::string reason,
                                    absl::Status error, PendingList* pending) {
   job->state = state;
   job->state_reason = std::move(reason);
   job->error = std::move(error);
-  job->end_time = absl::Now();
+  job->end_time = clock_->Now();
+  deadlines_.erase({job->deadline, job.get()});
   terminal_cv_.SignalAll();
   if (job->callbacks.empty()) return;
   PendingCallbacks entry{.job = job, .view = ViewLocked(*job), .callbacks = {}};
@@ -484,9 +797,9 @@ void Scheduler::Impl::FinishLocked(const std::shared_ptr<Job>& job,
   pending->push_back(std::move(entry));
 }
 
-void Scheduler::Impl::RequestCancelLocked(Job& job, const char* reason) {
+void Scheduler::Impl::RequestCancelLocked(Job& job, std::string reason) {
   if (job.cancel_requested.load(std::memory_order_relaxed)) return;
-  job.cancel_reason = reason;
+  job.cancel_reason = std::move(reason);
   job.cancel_requested.store(true, std::memory_order_relaxed);
   job.state_reason = RunningReason(*job.chip_id, /*cancel_requested=*/true);
 }
@@ -517,10 +830,15 @@ JobView Scheduler::Impl::ViewLocked(const Job& job) const {
   view.submit_time = job.submit_time;
   view.start_time = job.start_time;
   view.end_time = job.end_time;
+  view.deadline = job.deadline;
   if (job.state == JobState::kQueued) {
-    const size_t ahead = queue_.Position(job);
-    view.queue_position = static_cast<uint32_t>(ahead);
-    view.state_reason = QueuedReason(ahead);
+    const internal::JobQueue::Ahead ahead = queue_.Position(job);
+    view.queue_position = static_cast<uint32_t>(ahead.own + ahead.others);
+    view.state_reason = QueuedReason(ahead, *job.experiment);
+  } else if (!job.result_evicted_reason.empty()) {
+    view.result_evicted = true;
+    view.state_reason =
+        absl::StrCat(job.state_reason, "; ", job.result_evicted_reason);
   } else {
     view.state_reason = job.state_reason;
   }
@@ -543,8 +861,9 @@ Scheduler::Scheduler(
 Scheduler::~Scheduler() { impl_->Shutdown(); }
 
 absl::StatusOr<std::string> Scheduler::Submit(
-    std::string user, std::shared_ptr<const hxemu::v1::Experiment> experiment) {
-  return impl_->Submit(std::move(user), std::move(experiment));
+    std::string user, std::shared_ptr<const hxemu::v1::Experiment> experiment,
+    const SubmitOptions& options) {
+  return impl_->Submit(std::move(user), std::move(experiment), options);
 }
 
 absl::StatusOr<JobView> Scheduler::Get(const std::string& job_id) const {
@@ -572,6 +891,15 @@ absl::StatusOr<JobView> Scheduler::Cancel(const std::string& job_id) {
 absl::StatusOr<std::shared_ptr<const hxemu::v1::Result>> Scheduler::GetResult(
     const std::string& job_id) const {
   return impl_->GetResult(job_id);
+}
+
+absl::StatusOr<JobPage> Scheduler::List(const std::string& user, int page_size,
+                                        const std::string& page_token) const {
+  return impl_->List(user, page_size, page_token);
+}
+
+std::vector<ChipView> Scheduler::ChipsView() const {
+  return impl_->ChipsView();
 }
 
 int Scheduler::num_chips() const {

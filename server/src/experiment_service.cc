@@ -1,7 +1,10 @@
 #include "experiment_service.h"
 
+#include <grpcpp/alarm.h>
+
 #include <algorithm>
 #include <functional>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -19,6 +22,9 @@ constexpr size_t kMaxUserNameLength = 64;
 constexpr size_t kMaxIdLength = 128;
 // Result stream chunks stay well below gRPC's default 4 MiB message limit.
 constexpr size_t kMaxResultChunkBytes = 1024 * 1024;
+// Longest per-job deadline a client may ask for [s]: 30 days.
+constexpr double kMaxWallTimeS = 30 * 24 * 3600;
+constexpr int kMaxPageSize = 1000;
 
 hxemu::v1::JobState StateToProto(JobState state) {
   switch (state) {
@@ -32,6 +38,8 @@ hxemu::v1::JobState StateToProto(JobState state) {
       return hxemu::v1::JOB_STATE_FAILED;
     case JobState::kCancelled:
       return hxemu::v1::JOB_STATE_CANCELLED;
+    case JobState::kExpired:
+      return hxemu::v1::JOB_STATE_EXPIRED;
   }
   return hxemu::v1::JOB_STATE_UNSPECIFIED;
 }
@@ -195,11 +203,112 @@ class ResultWriter final
   size_t next_ = 0;
 };
 
-class ErrorWriter final
-    : public grpc::ServerWriteReactor<hxemu::v1::ResultChunk> {
+// WatchJob: polls the scheduler's view every kWatchPollInterval on a gRPC
+// alarm (never blocking a thread) and writes it whenever it changed; ends
+// after writing a terminal view, or when the call is cancelled.
+constexpr absl::Duration kWatchPollInterval = absl::Milliseconds(20);
+
+class WatchJobWriter final : public grpc::ServerWriteReactor<hxemu::v1::Job> {
+ public:
+  WatchJobWriter(scheduler::Scheduler* scheduler, std::string job_id)
+      : scheduler_(scheduler), job_id_(std::move(job_id)) {
+    Step([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return PollLocked(); });
+  }
+
+  void OnWriteDone(bool ok) override {
+    Step([this, ok]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> Next {
+      if (!ok) return Cancelled("client went away");
+      if (IsTerminal(last_.state())) return grpc::Status::OK;
+      return ArmLocked();
+    });
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+    if (alarm_pending_) alarm_.Cancel();  // its callback finishes the call
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  // What a step decided: keep going (nullopt) or finish with a status.
+  using Next = std::optional<grpc::Status>;
+
+  static grpc::Status Cancelled(const char* why) {
+    return grpc::Status(grpc::StatusCode::CANCELLED, why);
+  }
+  static bool IsTerminal(hxemu::v1::JobState state) {
+    return state == hxemu::v1::JOB_STATE_SUCCEEDED ||
+           state == hxemu::v1::JOB_STATE_FAILED ||
+           state == hxemu::v1::JOB_STATE_CANCELLED ||
+           state == hxemu::v1::JOB_STATE_EXPIRED;
+  }
+  static bool SameView(const hxemu::v1::Job& a, const hxemu::v1::Job& b) {
+    return a.state() == b.state() && a.state_reason() == b.state_reason() &&
+           a.queue_position() == b.queue_position() &&
+           a.progress_ms() == b.progress_ms();
+  }
+
+  // Runs `decide` under the lock and finishes the call outside it (after
+  // Finish, OnDone may delete this reactor at any moment: touch nothing).
+  template <typename Decide>
+  void Step(Decide decide) {
+    Next finish;
+    {
+      absl::MutexLock lock(&mu_);
+      finish = decide();
+      if (finish.has_value()) {
+        if (finished_) return;
+        finished_ = true;
+      }
+    }
+    if (finish.has_value()) Finish(*finish);
+  }
+
+  Next ArmLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (cancelled_) return Cancelled("call cancelled");
+    alarm_pending_ = true;
+    alarm_.Set(absl::ToChronoTime(absl::Now() + kWatchPollInterval),
+               [this](bool fired) {
+                 Step([this, fired]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+                   alarm_pending_ = false;
+                   if (!fired || cancelled_)
+                     return Next(Cancelled("call cancelled"));
+                   return PollLocked();
+                 });
+               });
+    return std::nullopt;
+  }
+
+  // Writes the current view if it changed (always the first time).
+  Next PollLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    absl::StatusOr<JobView> view = scheduler_->Get(job_id_);
+    if (!view.ok()) return ToGrpcStatus(view.status());
+    hxemu::v1::Job job = JobToProto(*view);
+    if (written_any_ && SameView(job, last_)) return ArmLocked();
+    written_any_ = true;
+    last_ = std::move(job);
+    StartWrite(&last_);
+    return std::nullopt;
+  }
+
+  scheduler::Scheduler* const scheduler_;
+  const std::string job_id_;
+  absl::Mutex mu_;
+  grpc::Alarm alarm_;
+  hxemu::v1::Job last_ ABSL_GUARDED_BY(mu_);
+  bool written_any_ ABSL_GUARDED_BY(mu_) = false;
+  bool alarm_pending_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+template <typename Message>
+class ErrorWriter final : public grpc::ServerWriteReactor<Message> {
  public:
   explicit ErrorWriter(const absl::Status& status) {
-    Finish(ToGrpcStatus(status));
+    this->Finish(ToGrpcStatus(status));
   }
   void OnDone() override { delete this; }
 };
@@ -304,9 +413,13 @@ std::vector<hxemu::v1::ResultChunk> SplitResult(const hxemu::v1::Result& result,
 }
 
 ExperimentService::ExperimentService(scheduler::Scheduler* scheduler,
+                                     ServerMetrics* metrics,
                                      emulator::ExperimentLimits limits,
                                      int num_chips)
-    : scheduler_(scheduler), limits_(limits), num_chips_(num_chips) {}
+    : scheduler_(scheduler),
+      metrics_(metrics),
+      limits_(limits),
+      num_chips_(num_chips) {}
 
 absl::StatusOr<JobView> ExperimentService::FindOwnJob(
     const std::string& user, const std::string& job_id) const {
@@ -322,58 +435,77 @@ absl::StatusOr<JobView> ExperimentService::FindOwnJob(
 grpc::ServerUnaryReactor* ExperimentService::SubmitJob(
     grpc::CallbackServerContext* context,
     const hxemu::v1::SubmitJobRequest* request, hxemu::v1::Job* response) {
-  absl::StatusOr<std::string> user = UserOf(*context);
-  if (!user.ok()) return FinishUnary(context, user.status());
-  if (request->request_id().size() > kMaxIdLength) {
-    return FinishUnary(
-        context, absl::InvalidArgumentError(absl::StrCat(
-                     "request_id: ", request->request_id().size(),
-                     " characters is longer than the allowed ", kMaxIdLength)));
+  absl::StatusOr<hxemu::v1::Job> job = Submit(*context, *request);
+  metrics_->JobSubmitted(job.ok());
+  if (job.ok()) *response = *std::move(job);
+  return FinishUnary(context, job.status());
+}
+
+absl::StatusOr<hxemu::v1::Job> ExperimentService::Submit(
+    const grpc::CallbackServerContext& context,
+    const hxemu::v1::SubmitJobRequest& request) {
+  absl::StatusOr<std::string> user = UserOf(context);
+  if (!user.ok()) return user.status();
+  if (request.request_id().size() > kMaxIdLength) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("request_id: ", request.request_id().size(),
+                     " characters is longer than the allowed ", kMaxIdLength));
   }
-  if (!request->has_experiment()) {
-    return FinishUnary(context,
-                       absl::InvalidArgumentError("experiment: is required"));
+  if (!request.has_experiment()) {
+    return absl::InvalidArgumentError("experiment: is required");
   }
   if (absl::Status s =
-          emulator::ValidateExperiment(request->experiment(), limits_);
+          emulator::ValidateExperiment(request.experiment(), limits_);
       !s.ok()) {
-    return FinishUnary(
-        context,
-        absl::Status(s.code(), absl::StrCat("experiment.", s.message())));
+    return absl::Status(s.code(), absl::StrCat("experiment.", s.message()));
   }
 
   std::string request_key;
   uint64_t fingerprint = 0;
-  if (!request->request_id().empty()) {
-    request_key = absl::StrCat(*user, "\n", request->request_id());
+  if (!request.request_id().empty()) {
+    request_key = absl::StrCat(*user, "\n", request.request_id());
     std::string bytes;
-    request->experiment().SerializeToString(&bytes);
+    request.experiment().SerializeToString(&bytes);
     fingerprint = std::hash<std::string>{}(bytes);
     absl::MutexLock lock(&mu_);
     if (auto it = requests_.find(request_key); it != requests_.end()) {
       if (it->second.experiment_fingerprint != fingerprint) {
-        return FinishUnary(
-            context, absl::AlreadyExistsError(absl::StrCat(
-                         "request_id: '", request->request_id(),
-                         "' was already used for a different experiment")));
+        return absl::AlreadyExistsError(
+            absl::StrCat("request_id: '", request.request_id(),
+                         "' was already used for a different experiment"));
       }
       absl::StatusOr<JobView> first = scheduler_->Get(it->second.job_id);
-      if (first.ok()) *response = JobToProto(*first);
-      return FinishUnary(context, first.status());
+      if (!first.ok()) return first.status();
+      return JobToProto(*first);
     }
   }
 
+  scheduler::SubmitOptions submit_options;
+  const double max_wall_time_s = request.max_wall_time_s();
+  if (!(max_wall_time_s >= 0) || max_wall_time_s > kMaxWallTimeS) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_wall_time_s: ", max_wall_time_s, " is out of range 0..",
+        kMaxWallTimeS, " (0 = no deadline)"));
+  }
+  if (max_wall_time_s > 0) {
+    submit_options.max_wall_time = absl::Seconds(max_wall_time_s);
+  }
   absl::StatusOr<std::string> job_id = scheduler_->Submit(
       *user,
-      std::make_shared<const hxemu::v1::Experiment>(request->experiment()));
-  if (!job_id.ok()) return FinishUnary(context, job_id.status());
+      std::make_shared<const hxemu::v1::Experiment>(request.experiment()),
+      submit_options);
+  if (!job_id.ok()) return job_id.status();
   if (!request_key.empty()) {
     absl::MutexLock lock(&mu_);
     requests_.emplace(request_key, SubmittedRequest{*job_id, fingerprint});
   }
+  ServerMetrics* metrics = metrics_;
+  // The handle is not kept: the callback fires once, when the job ends.
+  (void)scheduler_->AddDoneCallback(
+      *job_id, [metrics](const JobView& view) { metrics->JobFinished(view); });
   absl::StatusOr<JobView> view = scheduler_->Get(*job_id);
-  if (view.ok()) *response = JobToProto(*view);
-  return FinishUnary(context, view.status());
+  if (!view.ok()) return view.status();
+  return JobToProto(*view);
 }
 
 grpc::ServerUnaryReactor* ExperimentService::GetJob(
@@ -398,6 +530,18 @@ grpc::ServerUnaryReactor* ExperimentService::WaitJob(
   return reactor;
 }
 
+grpc::ServerWriteReactor<hxemu::v1::Job>* ExperimentService::WatchJob(
+    grpc::CallbackServerContext* context,
+    const hxemu::v1::WatchJobRequest* request) {
+  absl::StatusOr<std::string> user = UserOf(*context);
+  absl::StatusOr<JobView> view =
+      user.ok() ? FindOwnJob(*user, request->job_id()) : user.status();
+  if (!view.ok()) {
+    return new ErrorWriter<hxemu::v1::Job>(view.status());
+  }
+  return new WatchJobWriter(scheduler_, request->job_id());
+}
+
 grpc::ServerUnaryReactor* ExperimentService::CancelJob(
     grpc::CallbackServerContext* context,
     const hxemu::v1::CancelJobRequest* request, hxemu::v1::Job* response) {
@@ -414,17 +558,63 @@ grpc::ServerWriteReactor<hxemu::v1::ResultChunk>* ExperimentService::GetResult(
     grpc::CallbackServerContext* context,
     const hxemu::v1::GetResultRequest* request) {
   absl::StatusOr<std::string> user = UserOf(*context);
-  if (!user.ok()) return new ErrorWriter(user.status());
+  if (!user.ok()) return new ErrorWriter<hxemu::v1::ResultChunk>(user.status());
   absl::StatusOr<JobView> view = FindOwnJob(*user, request->job_id());
-  if (!view.ok()) return new ErrorWriter(view.status());
+  if (!view.ok()) return new ErrorWriter<hxemu::v1::ResultChunk>(view.status());
   absl::StatusOr<std::shared_ptr<const hxemu::v1::Result>> result =
       scheduler_->GetResult(request->job_id());
   if (!result.ok()) {
-    return new ErrorWriter(
+    return new ErrorWriter<hxemu::v1::ResultChunk>(
         absl::Status(result.status().code(),
                      absl::StrCat("job_id: ", result.status().message())));
   }
+  metrics_->ResultBytesSent((*result)->ByteSizeLong());
   return new ResultWriter(SplitResult(**result, kMaxResultChunkBytes));
+}
+
+grpc::ServerUnaryReactor* ExperimentService::ListJobs(
+    grpc::CallbackServerContext* context,
+    const hxemu::v1::ListJobsRequest* request,
+    hxemu::v1::ListJobsResponse* response) {
+  absl::StatusOr<std::string> user = UserOf(*context);
+  if (!user.ok()) return FinishUnary(context, user.status());
+  if (request->page_size() < 0 || request->page_size() > kMaxPageSize) {
+    return FinishUnary(
+        context, absl::InvalidArgumentError(absl::StrCat(
+                     "page_size: ", request->page_size(),
+                     " is out of range 0..", kMaxPageSize, " (0 = 100)")));
+  }
+  if (request->page_token().size() > kMaxIdLength) {
+    return FinishUnary(context,
+                       absl::InvalidArgumentError("page_token: not a token "
+                                                  "from a ListJobs response"));
+  }
+  absl::StatusOr<scheduler::JobPage> page =
+      scheduler_->List(*user, request->page_size(), request->page_token());
+  if (!page.ok()) {
+    return FinishUnary(
+        context,
+        absl::Status(page.status().code(),
+                     absl::StrCat("page_token: ", page.status().message())));
+  }
+  for (const JobView& view : page->jobs)
+    *response->add_jobs() = JobToProto(view);
+  response->set_next_page_token(page->next_page_token);
+  return FinishUnary(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ExperimentService::ListChips(
+    grpc::CallbackServerContext* context,
+    const hxemu::v1::ListChipsRequest* /*request*/,
+    hxemu::v1::ListChipsResponse* response) {
+  // Chips are shared: no job ids here, they belong to their users.
+  for (const scheduler::ChipView& chip : scheduler_->ChipsView()) {
+    hxemu::v1::ChipInfo* info = response->add_chips();
+    info->set_chip_id(chip.id);
+    info->set_busy(chip.busy);
+    info->set_queued_jobs(chip.queued_jobs);
+  }
+  return FinishUnary(context, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* ExperimentService::GetServerInfo(

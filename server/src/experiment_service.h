@@ -14,6 +14,7 @@
 #include "hxemu/emulator/chip.h"
 #include "hxemu/scheduler/scheduler.h"
 #include "hxemu/v1/service.grpc.pb.h"
+#include "metrics.h"
 
 namespace hxemu::server {
 
@@ -32,7 +33,8 @@ hxemu::v1::Job JobToProto(const scheduler::JobView& view);
 class ExperimentService final
     : public hxemu::v1::ExperimentService::CallbackService {
  public:
-  ExperimentService(scheduler::Scheduler* scheduler,
+  // `scheduler` and `metrics` must outlive the service.
+  ExperimentService(scheduler::Scheduler* scheduler, ServerMetrics* metrics,
                     emulator::ExperimentLimits limits, int num_chips);
 
   grpc::ServerUnaryReactor* SubmitJob(
@@ -45,6 +47,9 @@ class ExperimentService final
   grpc::ServerUnaryReactor* WaitJob(grpc::CallbackServerContext* context,
                                     const hxemu::v1::WaitJobRequest* request,
                                     hxemu::v1::Job* response) override;
+  grpc::ServerWriteReactor<hxemu::v1::Job>* WatchJob(
+      grpc::CallbackServerContext* context,
+      const hxemu::v1::WatchJobRequest* request) override;
   grpc::ServerUnaryReactor* CancelJob(
       grpc::CallbackServerContext* context,
       const hxemu::v1::CancelJobRequest* request,
@@ -52,6 +57,14 @@ class ExperimentService final
   grpc::ServerWriteReactor<hxemu::v1::ResultChunk>* GetResult(
       grpc::CallbackServerContext* context,
       const hxemu::v1::GetResultRequest* request) override;
+  grpc::ServerUnaryReactor* ListJobs(
+      grpc::CallbackServerContext* context,
+      const hxemu::v1::ListJobsRequest* request,
+      hxemu::v1::ListJobsResponse* response) override;
+  grpc::ServerUnaryReactor* ListChips(
+      grpc::CallbackServerContext* context,
+      const hxemu::v1::ListChipsRequest* request,
+      hxemu::v1::ListChipsResponse* response) override;
   grpc::ServerUnaryReactor* GetServerInfo(
       grpc::CallbackServerContext* context,
       const hxemu::v1::GetServerInfoRequest* request,
@@ -63,7 +76,13 @@ class ExperimentService final
   absl::StatusOr<scheduler::JobView> FindOwnJob(
       const std::string& user, const std::string& job_id) const;
 
+  // SubmitJob without the metrics: checks, idempotency, queueing.
+  absl::StatusOr<hxemu::v1::Job> Submit(
+      const grpc::CallbackServerContext& context,
+      const hxemu::v1::SubmitJobRequest& request);
+
   scheduler::Scheduler* const scheduler_;
+  ServerMetrics* const metrics_;
   const emulator::ExperimentLimits limits_;
   const int num_chips_;
 

@@ -5,6 +5,8 @@
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
+#include <prometheus/exposer.h>
+#include <prometheus/registry.h>
 
 #include <string>
 #include <utility>
@@ -16,6 +18,7 @@
 #include "experiment_service.h"
 #include "hxemu/emulator/parameters.h"
 #include "hxemu/scheduler/scheduler.h"
+#include "metrics.h"
 
 namespace hxemu::server {
 
@@ -23,6 +26,11 @@ struct Server::Impl {
   ServerOptions options;
   std::string address;
   int port = 0;
+  // Declared before the scheduler: jobs' done callbacks update the metrics
+  // until the scheduler is gone.
+  std::shared_ptr<prometheus::Registry> registry;
+  std::unique_ptr<ServerMetrics> metrics;
+  std::unique_ptr<prometheus::Exposer> exposer;
   std::unique_ptr<scheduler::Scheduler> scheduler;
   std::unique_ptr<ExperimentService> service;
   std::unique_ptr<grpc::Server> grpc_server;
@@ -40,6 +48,15 @@ absl::Status CheckOptions(const ServerOptions& options) {
   }
   if (options.max_queued_jobs < 1) {
     return absl::InvalidArgumentError("max_queued_jobs: must be >= 1");
+  }
+  if (options.max_queued_jobs_per_user < 1) {
+    return absl::InvalidArgumentError("max_queued_jobs_per_user: must be >= 1");
+  }
+  if (options.result_ttl <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("result_ttl_s: must be > 0");
+  }
+  if (options.max_result_bytes < 1) {
+    return absl::InvalidArgumentError("max_result_bytes: must be >= 1");
   }
   if (!(options.limits.max_runtime_ms > 0)) {
     return absl::InvalidArgumentError("max_runtime_ms: must be > 0");
@@ -64,12 +81,29 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   auto impl = std::make_unique<Impl>();
   impl->options = options;
 
+  impl->registry = std::make_shared<prometheus::Registry>();
+  impl->metrics = std::make_unique<ServerMetrics>(*impl->registry);
+  if (!options.metrics_address.empty()) {
+    try {
+      impl->exposer =
+          std::make_unique<prometheus::Exposer>(options.metrics_address);
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(
+          absl::StrCat("metrics_address: cannot serve metrics on '",
+                       options.metrics_address, "': ", e.what()));
+    }
+    impl->exposer->RegisterCollectable(impl->registry);
+  }
+
   scheduler::Options scheduler_options;
   scheduler_options.chip_ids.clear();
   for (int i = 0; i < options.num_chips; ++i) {
     scheduler_options.chip_ids.push_back(static_cast<uint32_t>(i));
   }
   scheduler_options.max_queued_jobs = options.max_queued_jobs;
+  scheduler_options.max_queued_jobs_per_user = options.max_queued_jobs_per_user;
+  scheduler_options.result_ttl = options.result_ttl;
+  scheduler_options.max_result_bytes = options.max_result_bytes;
   const emulator::ExperimentLimits limits = options.limits;
   impl->scheduler = std::make_unique<scheduler::Scheduler>(
       scheduler_options, [limits](uint32_t chip_id) -> scheduler::ChipRunner {
@@ -82,7 +116,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
         };
       });
   impl->service = std::make_unique<ExperimentService>(
-      impl->scheduler.get(), options.limits, options.num_chips);
+      impl->scheduler.get(), impl->metrics.get(), options.limits,
+      options.num_chips);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -107,6 +142,11 @@ Server::~Server() { Shutdown(absl::Seconds(1)); }
 
 const std::string& Server::address() const { return impl_->address; }
 int Server::port() const { return impl_->port; }
+int Server::metrics_port() const {
+  if (impl_->exposer == nullptr) return 0;
+  std::vector<int> ports = impl_->exposer->GetListeningPorts();
+  return ports.empty() ? 0 : ports.front();
+}
 
 void Server::Shutdown(absl::Duration grace) {
   {

@@ -2,12 +2,20 @@
 // port) through the C++ client: scheduler and emulator are the real ones.
 #include "hxemu/server/server.h"
 
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../../server/src/experiment_service.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "hxemu/client/client.h"
@@ -181,6 +189,142 @@ TEST_F(ServerTest, RequestIdMakesSubmitIdempotent) {
   EXPECT_EQ(conflict.status().code(), absl::StatusCode::kAlreadyExists);
 }
 
+TEST_F(ServerTest, WatchStreamsProgressUntilTheJobEnds) {
+  v1::Experiment experiment = SilentNeuron(700);
+  experiment.set_runtime_ms(20);
+  auto job = alice_->Submit(experiment);
+  ASSERT_TRUE(job.ok()) << job.status();
+  std::vector<v1::Job> updates;
+  auto last = alice_->WatchJob(
+      job->job_id(), [&](const v1::Job& update) { updates.push_back(update); },
+      absl::Seconds(120));
+  ASSERT_TRUE(last.ok()) << last.status();
+  EXPECT_EQ(last->state(), v1::JOB_STATE_SUCCEEDED);
+  ASSERT_GE(updates.size(), 2u);
+  for (size_t i = 1; i < updates.size(); ++i) {
+    EXPECT_GE(updates[i].progress_ms(), updates[i - 1].progress_ms());
+    EXPECT_GE(updates[i].state(), updates[i - 1].state());
+  }
+  EXPECT_DOUBLE_EQ(updates.back().progress_ms(), 20);
+  EXPECT_EQ(
+      bob_->WatchJob(job->job_id(), nullptr, absl::Seconds(5)).status().code(),
+      absl::StatusCode::kNotFound);
+}
+
+TEST_F(ServerTest, WatchEndsWithTheCallDeadline) {
+  v1::Experiment long_run = SilentNeuron(700);
+  long_run.set_runtime_ms(50);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    auto job = alice_->Submit(long_run);
+    ASSERT_TRUE(job.ok()) << job.status();
+    ids.push_back(job->job_id());
+  }
+  int updates = 0;
+  auto watched = alice_->WatchJob(
+      ids[2], [&](const v1::Job&) { ++updates; }, absl::Milliseconds(100));
+  EXPECT_EQ(watched.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_GE(updates, 1);
+  for (const std::string& id : ids) ASSERT_TRUE(alice_->CancelJob(id).ok());
+}
+
+TEST_F(ServerTest, ListJobsShowsOnlyOwnJobsNewestFirstInPages) {
+  std::vector<std::string> mine;
+  for (int i = 0; i < 5; ++i) {
+    auto job = alice_->Submit(SilentNeuron(700));
+    ASSERT_TRUE(job.ok()) << job.status();
+    mine.push_back(job->job_id());
+  }
+  ASSERT_TRUE(bob_->Submit(SilentNeuron(700)).ok());
+  std::vector<std::string> listed;
+  std::string token;
+  int pages = 0;
+  do {
+    auto page = alice_->ListJobs(2, token);
+    ASSERT_TRUE(page.ok()) << page.status();
+    EXPECT_LE(page->jobs_size(), 2);
+    for (const v1::Job& job : page->jobs()) listed.push_back(job.job_id());
+    token = page->next_page_token();
+    ++pages;
+  } while (!token.empty() && pages < 10);
+  std::reverse(mine.begin(), mine.end());
+  EXPECT_EQ(listed, mine);
+  EXPECT_EQ(alice_->ListJobs(5000).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(alice_->ListJobs(2, "garbage").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ServerTest, ListChipsShowsThePool) {
+  auto chips = alice_->ListChips();
+  ASSERT_TRUE(chips.ok()) << chips.status();
+  ASSERT_EQ(chips->chips_size(), 2);
+  EXPECT_EQ(chips->chips(0).chip_id(), 0u);
+  EXPECT_EQ(chips->chips(1).chip_id(), 1u);
+}
+
+TEST_F(ServerTest, JobDeadlineMustBeInRange) {
+  auto job = alice_->Submit(SilentNeuron(700), "", absl::Seconds(-1));
+  ASSERT_FALSE(job.ok());
+  EXPECT_EQ(job.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(job.status().message(), HasSubstr("max_wall_time_s"));
+  auto ok = alice_->Submit(SilentNeuron(700), "", absl::Seconds(60));
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  auto done = alice_->WaitJob(ok->job_id(), absl::Seconds(60));
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->state(), v1::JOB_STATE_SUCCEEDED);
+}
+
+// 20 users submit concurrently to 2 chips; each must get exactly its own
+// results back (recognisable by its own leak potential), none lost.
+TEST_F(ServerTest, TwentyConcurrentUsersEachGetTheirOwnResults) {
+  constexpr int kUsers = 20;
+  constexpr int kJobsPerUser = 3;
+  std::vector<std::string> failures(kUsers);
+  std::vector<std::thread> threads;
+  for (int u = 0; u < kUsers; ++u) {
+    threads.emplace_back([&, u] {
+      auto client = Connect(absl::StrCat("user", u));
+      // Each user's own runtime, so a result shows whose experiment it was.
+      v1::Experiment experiment = SilentNeuron(600);
+      const double runtime_ms = 0.05 + 0.01 * u;
+      experiment.set_runtime_ms(runtime_ms);
+      std::vector<std::string> ids;
+      for (int j = 0; j < kJobsPerUser; ++j) {
+        auto job = client->Submit(experiment);
+        if (!job.ok()) {
+          failures[u] = job.status().ToString();
+          return;
+        }
+        ids.push_back(job->job_id());
+      }
+      for (const std::string& id : ids) {
+        auto done = client->WaitJob(id, absl::Seconds(120));
+        if (!done.ok() || done->state() != v1::JOB_STATE_SUCCEEDED ||
+            done->user() != absl::StrCat("user", u)) {
+          failures[u] = absl::StrCat("job ", id, " not succeeded for its user");
+          return;
+        }
+        auto result = client->GetResult(id);
+        const int expected_samples =
+            static_cast<int>(runtime_ms * 1e6 / 34.0);  // 34 ns per sample
+        if (!result.ok() || result->runtime_ms() != runtime_ms ||
+            result->traces_size() != 1 ||
+            std::abs(result->traces(0).codes_size() - expected_samples) > 2) {
+          failures[u] = absl::StrCat("job ", id, " returned another result");
+          return;
+        }
+      }
+      auto listed = client->ListJobs(100);
+      if (!listed.ok() || listed->jobs_size() != kJobsPerUser) {
+        failures[u] = "ListJobs does not show exactly the user's jobs";
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int u = 0; u < kUsers; ++u) EXPECT_EQ(failures[u], "") << "user" << u;
+}
+
 TEST_F(ServerTest, WaitIsBoundedByTheCallDeadline) {
   // Fill both chips with long jobs, then wait briefly on a third.
   v1::Experiment long_run = SilentNeuron(700);
@@ -227,6 +371,66 @@ TEST_F(ServerTest, ServerInfoPublishesTheParameterTable) {
     }
   }
   EXPECT_TRUE(found);
+}
+
+// GET http://127.0.0.1:port/metrics with a plain socket; "" on failure.
+std::string ScrapeMetrics(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return "";
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string response;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    const std::string request =
+        "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if (write(fd, request.data(), request.size()) ==
+        static_cast<ssize_t>(request.size())) {
+      char buffer[4096];
+      ssize_t n;
+      while ((n = read(fd, buffer, sizeof(buffer))) > 0) {
+        response.append(buffer, static_cast<size_t>(n));
+      }
+    }
+  }
+  close(fd);
+  return response;
+}
+
+TEST(ServerMetrics, CountJobsByOutcomeOnTheMetricsEndpoint) {
+  server::ServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.metrics_address = "127.0.0.1:0";
+  auto started = server::Server::Start(options);
+  ASSERT_TRUE(started.ok()) << started.status();
+  ASSERT_NE((*started)->metrics_port(), 0);
+  auto alice = client::Client::Connect(
+      {.address = (*started)->address(), .user = "alice"});
+
+  auto job = alice->Submit(SilentNeuron(700));
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_TRUE(alice->WaitJob(job->job_id(), absl::Seconds(60)).ok());
+  ASSERT_TRUE(alice->GetResult(job->job_id()).ok());
+  EXPECT_FALSE(alice->Submit(SilentNeuron(2000)).ok());
+
+  // The metrics callback may run just after WaitJob returned: poll briefly.
+  std::string text;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    text = ScrapeMetrics((*started)->metrics_port());
+    if (text.find("hxemu_job_run_seconds_count 1") != std::string::npos) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_THAT(text,
+              HasSubstr("hxemu_jobs_submitted_total{outcome=\"accepted\"} 1"));
+  EXPECT_THAT(text,
+              HasSubstr("hxemu_jobs_submitted_total{outcome=\"rejected\"} 1"));
+  EXPECT_THAT(text,
+              HasSubstr("hxemu_jobs_finished_total{outcome=\"succeeded\"} 1"));
+  EXPECT_THAT(text, HasSubstr("hxemu_emulated_hardware_seconds_total 0.0002"));
+  EXPECT_THAT(text, HasSubstr("hxemu_job_run_seconds_count 1"));
+  EXPECT_THAT(text, ::testing::ContainsRegex("hxemu_result_bytes_total [1-9]"));
+  (*started)->Shutdown(absl::Seconds(1));
 }
 
 TEST(SplitResult, ChunksStayBelowTheLimitAndMergeBack) {

@@ -106,9 +106,59 @@ def test_rate_rises_with_leak_conductance(pynn):
     assert counts[-1] > counts[0], f"rates not rising: {counts}"
 
 
+def _cycle_features(signal):
+    """(threshold, reset plateau, slope [LSB/us], first spike time [ms]) of a
+    leak-over-threshold sawtooth trace."""
+    times = signal.times.magnitude.astype(np.float64)
+    values = signal.magnitude.ravel().astype(np.float64)
+    smooth = np.convolve(values, np.ones(9) / 9, mode="same")[4:-4]
+    t = times[4:-4]
+    drops = np.flatnonzero(np.diff(smooth) < -8)  # the reset after a spike
+    spikes = drops[np.insert(np.diff(drops) > 20, 0, True)]
+    threshold = values.max()
+    plateau = np.percentile(values, 3)
+    low = plateau + 0.3 * (threshold - plateau)
+    high = plateau + 0.7 * (threshold - plateau)
+    slopes = []
+    for begin, end in zip(spikes[:-1], spikes[1:]):
+        bottom = begin + int(np.argmin(smooth[begin:end]))  # end of the reset
+        rise_t, rise_v = t[bottom:end], smooth[bottom:end]
+        a, b = np.argmax(rise_v > low), np.argmax(rise_v > high)
+        if b > a > 0:
+            slopes.append((rise_v[b] - rise_v[a]) / (rise_t[b] - rise_t[a]) / 1e3)
+    return threshold, plateau, np.median(slopes), t[spikes[0]]
+
+
+def test_fixed_pattern_variations(server_address, tmp_path):
+    """Experiment 3: same parameters, ten neurons: different thresholds,
+    reset plateaus and slopes, and no common time origin."""
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import ts00_experiment3_fixed_pattern as example
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    signals = example.experiment(tmp_path / "fixed_pattern.png")
+    assert (tmp_path / "fixed_pattern.png").stat().st_size > 5000
+    assert len(signals) == 10
+    assert [s.annotations["source_ids"][0] for s in signals] == list(range(10)) or \
+        len({s.annotations["source_ids"][0] for s in signals}) == 10
+    features = np.array([_cycle_features(s) for s in signals])
+    threshold, plateau, slope, first_spike = features.T
+    # every neuron spikes regularly (leak over threshold)
+    assert np.all(threshold - plateau > 100), features
+    # circuit mismatch: all ten differ, by more than the readout noise
+    assert len(np.unique(threshold)) >= 7 and np.ptp(threshold) > 15, threshold
+    assert len(np.unique(plateau)) >= 5 and np.ptp(plateau) > 10, plateau
+    assert np.ptp(slope) / np.mean(slope) > 0.03, slope
+    # temporal misalignment: the first spikes are spread over the period
+    assert np.ptp(first_spike) > 0.005, first_spike
+    assert len(np.unique(np.round(first_spike, 4))) >= 6, first_spike
+
+
 @pytest.mark.parametrize("script, prefix, n_files", [
     ("ts00_experiment1_silent_neuron.py", "ts00_experiment1_silent_neuron_", 5),
     ("ts00_experiment2_leak_over_threshold.py", "ts00_experiment2_leak_over_threshold_", 4),
+    ("ts00_experiment3_fixed_pattern.py", "ts00_experiment3_fixed_pattern", 1),
 ])
 @pytest.mark.parametrize("connection", ["HXEMU_ADDRESS", "embedded"])
 def test_examples_write_plots(server_address, tmp_path, script, prefix, n_files, connection):

@@ -38,6 +38,7 @@ namespace hxemu::scheduler {
 namespace {
 
 using ::testing::ElementsAre;
+using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::MatchesRegex;
@@ -226,6 +227,11 @@ std::unique_ptr<Scheduler> MakeScheduler(Gate& gate,
   Options options;
   options.chip_ids = std::move(chip_ids);
   options.max_queued_jobs = max_queued_jobs;
+  return std::make_unique<Scheduler>(
+      options, [&gate](uint32_t chip_id) { return gate.Runner(chip_id); });
+}
+
+std::unique_ptr<Scheduler> MakeSchedulerWith(Gate& gate, Options options) {
   return std::make_unique<Scheduler>(
       options, [&gate](uint32_t chip_id) { return gate.Runner(chip_id); });
 }
@@ -982,6 +988,431 @@ TEST(Scheduler, StressEveryJobEndsTerminalExactlyOnce) {
     }
   }
   EXPECT_GT(removed, 0);
+}
+
+// --- Round-robin over users ---
+
+// Releases whichever job starts next, `n` times; returns the tags in the
+// order they started.
+std::vector<uint64_t> ReleaseInStartOrder(Gate& gate, size_t n) {
+  for (size_t i = 1; i <= n; ++i) {
+    if (!gate.AwaitStarts(i)) {
+      ADD_FAILURE() << "only " << i - 1 << " of " << n << " jobs started";
+      break;
+    }
+    gate.Release(gate.started().back());
+  }
+  return gate.started();
+}
+
+TEST(SchedulerRoundRobin, NewcomerWaitsForAtMostOneJobOfAnotherUser) {
+  Gate gate;
+  auto scheduler = MakeScheduler(gate, {0});
+  // Alice queues 10 jobs (0 starts at once), then Bob queues 1.
+  for (uint64_t tag = 0; tag < 10; ++tag) Submit(*scheduler, tag);
+  ASSERT_TRUE(gate.AwaitStart(0).has_value());
+  const std::string bob = Submit(*scheduler, 100, std::nullopt, "bob");
+  const JobView view = GetView(*scheduler, bob);
+  EXPECT_EQ(view.queue_position, 1u);
+  EXPECT_EQ(view.state_reason,
+            "queued: 1 job ahead (0 of yours, 1 of other users)");
+  EXPECT_THAT(ReleaseInStartOrder(gate, 11),
+              ElementsAre(0, 1, 100, 2, 3, 4, 5, 6, 7, 8, 9));
+  EXPECT_EQ(WaitTerminal(*scheduler, bob).state, JobState::kSucceeded);
+}
+
+TEST(SchedulerRoundRobin, NewcomerOnTwoChipsWaitsForAtMostOneJobPerChip) {
+  Gate gate;
+  auto scheduler = MakeScheduler(gate, {0, 1});
+  for (uint64_t tag = 0; tag < 10; ++tag) Submit(*scheduler, tag);
+  ASSERT_TRUE(gate.AwaitStarts(2));  // 0 and 1 run
+  Submit(*scheduler, 100, std::nullopt, "bob");
+  // Release one job at a time: each frees a chip for the next one.
+  const std::vector<uint64_t> order = ReleaseInStartOrder(gate, 11);
+  const auto bob_at = std::find(order.begin(), order.end(), 100u);
+  ASSERT_NE(bob_at, order.end());
+  // At most one more of Alice's jobs per chip before Bob's.
+  EXPECT_LE(bob_at - order.begin(), 2 + 2);
+}
+
+TEST(SchedulerRoundRobin, UsersTakeTurnsInOrderOfArrival) {
+  Gate gate;
+  auto scheduler = MakeScheduler(gate, {0});
+  Submit(*scheduler, 999, std::nullopt, "zoe");  // keeps the chip busy
+  ASSERT_TRUE(gate.AwaitStart(999).has_value());
+  for (uint64_t tag = 1; tag <= 3; ++tag) Submit(*scheduler, tag);
+  for (uint64_t tag = 11; tag <= 13; ++tag) {
+    Submit(*scheduler, tag, std::nullopt, "bob");
+  }
+  for (uint64_t tag = 21; tag <= 22; ++tag) {
+    Submit(*scheduler, tag, std::nullopt, "carol");
+  }
+  EXPECT_THAT(ReleaseInStartOrder(gate, 9),
+              ElementsAre(999, 1, 11, 21, 2, 12, 22, 3, 13));
+}
+
+TEST(SchedulerRoundRobin, WeightGivesMoreJobsPerTurn) {
+  Gate gate;
+  Options options;
+  options.chip_ids = {0};
+  options.user_weights = {{"alice", 2}, {"bob", 1}, {"zero", 0}};
+  auto scheduler = MakeSchedulerWith(gate, options);
+  Submit(*scheduler, 999, std::nullopt, "zoe");
+  ASSERT_TRUE(gate.AwaitStart(999).has_value());
+  std::vector<std::string> alice;
+  std::vector<std::string> bob;
+  for (uint64_t tag = 1; tag <= 6; ++tag) {
+    alice.push_back(Submit(*scheduler, tag));
+  }
+  for (uint64_t tag = 11; tag <= 13; ++tag) {
+    bob.push_back(Submit(*scheduler, tag, std::nullopt, "bob"));
+  }
+  // The order will be 1 2 11 3 4 12 5 6 13.
+  EXPECT_EQ(GetView(*scheduler, bob[0]).queue_position, 2u);
+  EXPECT_EQ(GetView(*scheduler, bob[1]).queue_position, 5u);
+  EXPECT_EQ(GetView(*scheduler, bob[2]).queue_position, 8u);
+  EXPECT_EQ(GetView(*scheduler, alice[2]).queue_position, 3u);
+  EXPECT_EQ(GetView(*scheduler, alice[2]).state_reason,
+            "queued: 3 jobs ahead (2 of yours, 1 of other users)");
+  EXPECT_EQ(GetView(*scheduler, alice[5]).queue_position, 7u);
+  EXPECT_THAT(ReleaseInStartOrder(gate, 10),
+              ElementsAre(999, 1, 2, 11, 3, 4, 12, 5, 6, 13));
+
+  // A weight below 1 counts as 1.
+  Submit(*scheduler, 998, std::nullopt, "zoe");
+  ASSERT_TRUE(gate.AwaitStart(998).has_value());
+  for (uint64_t tag = 31; tag <= 33; ++tag) {
+    Submit(*scheduler, tag, std::nullopt, "zero");
+  }
+  Submit(*scheduler, 41, std::nullopt, "bob");
+  Submit(*scheduler, 42, std::nullopt, "bob");
+  const std::vector<uint64_t> order = ReleaseInStartOrder(gate, 10 + 6);
+  EXPECT_THAT(std::vector<uint64_t>(order.begin() + 10, order.end()),
+              ElementsAre(998, 31, 41, 32, 42, 33));
+}
+
+// A chip takes the next job it may run in round-robin order; a user skipped
+// because all its jobs are pinned elsewhere keeps its turn.
+TEST(SchedulerRoundRobin, PinnedJobsKeepTheirUsersTurnAndChipsViewShowsIt) {
+  Gate gate;
+  auto scheduler = MakeScheduler(gate, {0, 1});
+  const std::string busy0 = Submit(*scheduler, 900, /*chip_id=*/0, "zoe");
+  const std::string busy1 = Submit(*scheduler, 901, /*chip_id=*/1, "zoe");
+  ASSERT_TRUE(gate.AwaitStarts(2));
+  const std::string a1 = Submit(*scheduler, 1, /*chip_id=*/1);
+  const std::string a2 = Submit(*scheduler, 2, /*chip_id=*/1);
+  const std::string b1 = Submit(*scheduler, 11, std::nullopt, "bob");
+  const std::string a3 = Submit(*scheduler, 3);
+
+  EXPECT_EQ(GetView(*scheduler, a1).state_reason,
+            "queued: 0 jobs ahead, waiting for chip 1");
+  std::vector<ChipView> chips = scheduler->ChipsView();
+  ASSERT_EQ(chips.size(), 2u);
+  EXPECT_EQ(chips[0].id, 0u);
+  EXPECT_TRUE(chips[0].busy);
+  EXPECT_EQ(chips[0].running_job_id, busy0);
+  EXPECT_EQ(chips[0].queued_jobs, 2u);  // b1, a3
+  EXPECT_EQ(chips[1].id, 1u);
+  EXPECT_EQ(chips[1].running_job_id, busy1);
+  EXPECT_EQ(chips[1].queued_jobs, 4u);  // a1, a2, b1, a3
+
+  // Chip 0 frees up: Alice (first in the ring) has a3 for it.
+  gate.Release(900);
+  EXPECT_EQ(gate.AwaitStart(3), 0u);
+  // Chip 1 frees up: Bob has the turn now.
+  gate.Release(901);
+  EXPECT_EQ(gate.AwaitStart(11), 1u);
+  gate.Release(3);
+  WaitTerminal(*scheduler, a3);
+  // Chip 0 is idle: nothing queued may run there.
+  chips = scheduler->ChipsView();
+  EXPECT_FALSE(chips[0].busy);
+  EXPECT_EQ(chips[0].running_job_id, "");
+  EXPECT_EQ(chips[0].queued_jobs, 0u);
+  EXPECT_EQ(chips[1].queued_jobs, 2u);
+  gate.Release(11);
+  EXPECT_EQ(gate.AwaitStart(1), 1u);
+  gate.Release(1);
+  EXPECT_EQ(gate.AwaitStart(2), 1u);
+  gate.Release(2);
+  EXPECT_EQ(WaitTerminal(*scheduler, a2).chip_id, 1u);
+  EXPECT_EQ(WaitTerminal(*scheduler, b1).chip_id, 1u);
+}
+
+// --- Admission ---
+
+TEST(SchedulerAdmission, RejectsSubmitOverThePerUserLimit) {
+  Gate gate;
+  Options options;
+  options.chip_ids = {0};
+  options.max_queued_jobs_per_user = 2;
+  auto scheduler = MakeSchedulerWith(gate, options);
+  Submit(*scheduler, 1);
+  ASSERT_TRUE(gate.AwaitStart(1).has_value());  // running: not queued
+  const std::string b = Submit(*scheduler, 2);
+  Submit(*scheduler, 3);
+  absl::StatusOr<std::string> full =
+      scheduler->Submit("alice", MakeExperiment(4));
+  ASSERT_FALSE(full.ok());
+  EXPECT_EQ(full.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(full.status().message(),
+            "user \"alice\" has 2 jobs queued, the server's per-user limit "
+            "(max_queued_jobs_per_user) is 2; retry once some of them have "
+            "started or been cancelled");
+  // Other users are not affected ...
+  EXPECT_TRUE(scheduler->Submit("bob", MakeExperiment(5)).ok());
+  // ... and a cancelled job makes room.
+  ASSERT_TRUE(scheduler->Cancel(b).ok());
+  EXPECT_TRUE(scheduler->Submit("alice", MakeExperiment(4)).ok());
+}
+
+// --- Injected clock, deadlines ---
+
+struct FakeClockFixture {
+  std::shared_ptr<FakeClock> clock = std::make_shared<FakeClock>();
+  Options options;
+  FakeClockFixture() {
+    options.chip_ids = {0};
+    options.clock = clock;
+  }
+};
+
+absl::StatusOr<std::string> SubmitWithin(Scheduler& scheduler, uint64_t tag,
+                                         absl::Duration max_wall_time) {
+  return scheduler.Submit("alice", MakeExperiment(tag),
+                          SubmitOptions{.max_wall_time = max_wall_time});
+}
+
+TEST(SchedulerClock, TimesComeFromTheInjectedClock) {
+  Gate gate;
+  FakeClockFixture fake;
+  auto scheduler = MakeSchedulerWith(gate, fake.options);
+  const absl::Time t0 = fake.clock->Now();
+  const std::string a = Submit(*scheduler, 1);
+  ASSERT_TRUE(gate.AwaitStart(1).has_value());
+  fake.clock->Advance(absl::Seconds(3));
+  gate.Release(1);
+  const JobView done = WaitTerminal(*scheduler, a);
+  EXPECT_EQ(done.submit_time, t0);
+  EXPECT_EQ(done.start_time, t0);
+  EXPECT_EQ(done.end_time, t0 + absl::Seconds(3));
+  EXPECT_EQ(done.deadline, absl::InfiniteFuture());
+}
+
+TEST(SchedulerDeadline, RejectsNonPositiveMaxWallTime) {
+  Gate gate;
+  auto scheduler = MakeScheduler(gate, {0});
+  for (absl::Duration d : {absl::ZeroDuration(), absl::Seconds(-1)}) {
+    absl::StatusOr<std::string> id = SubmitWithin(*scheduler, 1, d);
+    ASSERT_FALSE(id.ok());
+    EXPECT_EQ(id.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(id.status().message(), HasSubstr("max_wall_time"));
+  }
+}
+
+TEST(SchedulerDeadline, QueuedJobExpires) {
+  Gate gate;
+  FakeClockFixture fake;
+  auto scheduler = MakeSchedulerWith(gate, fake.options);
+  const std::string a = Submit(*scheduler, 1);
+  ASSERT_TRUE(gate.AwaitStart(1).has_value());
+  absl::StatusOr<std::string> b =
+      SubmitWithin(*scheduler, 2, absl::Seconds(10));
+  ASSERT_TRUE(b.ok()) << b.status();
+  const std::string c = Submit(*scheduler, 3);
+  EXPECT_EQ(GetView(*scheduler, *b).deadline,
+            fake.clock->Now() + absl::Seconds(10));
+  std::vector<JobView> fired;
+  ASSERT_TRUE(scheduler
+                  ->AddDoneCallback(
+                      *b, [&](const JobView& view) { fired.push_back(view); })
+                  .ok());
+
+  fake.clock->Advance(absl::Seconds(9));
+  EXPECT_EQ(GetView(*scheduler, *b).state, JobState::kQueued);
+  EXPECT_EQ(GetView(*scheduler, c).queue_position, 1u);
+  fake.clock->Advance(absl::Seconds(1));
+  // The next call notices; the callback fires before it returns (on this
+  // thread, or already on the housekeeping thread).
+  const JobView expired = GetView(*scheduler, *b);
+  EXPECT_EQ(expired.state, JobState::kExpired);
+  EXPECT_TRUE(IsTerminal(expired.state));
+  EXPECT_STREQ(JobStateName(expired.state), "EXPIRED");
+  EXPECT_EQ(expired.state_reason,
+            "expired: its max_wall_time of 10s since submission passed "
+            "before it could start");
+  EXPECT_EQ(expired.end_time, fake.clock->Now());
+  const JobView waited = WaitTerminal(*scheduler, *b);  // callbacks done
+  EXPECT_EQ(waited.state, JobState::kExpired);
+  EXPECT_EQ(GetView(*scheduler, c).queue_position, 0u);
+  // Expired jobs stay expired and are never run.
+  EXPECT_EQ(scheduler->Cancel(*b)->state, JobState::kExpired);
+  gate.Release(1);
+  ASSERT_TRUE(gate.AwaitStart(3).has_value());
+  gate.Release(3);
+  WaitTerminal(*scheduler, c);
+  EXPECT_THAT(gate.started(), ElementsAre(1, 3));
+  scheduler.reset();
+  ASSERT_EQ(fired.size(), 1u);
+  EXPECT_EQ(fired[0].state, JobState::kExpired);
+}
+
+// A worker never starts a job whose deadline has passed, even if no call
+// noticed it yet.
+TEST(SchedulerDeadline, WorkerDoesNotStartAnExpiredJob) {
+  Gate gate;
+  FakeClockFixture fake;
+  auto scheduler = MakeSchedulerWith(gate, fake.options);
+  Submit(*scheduler, 1);
+  ASSERT_TRUE(gate.AwaitStart(1).has_value());
+  absl::StatusOr<std::string> b = SubmitWithin(*scheduler, 2, absl::Seconds(5));
+  ASSERT_TRUE(b.ok());
+  const std::string c = Submit(*scheduler, 3);
+  fake.clock->Advance(absl::Seconds(6));
+  gate.Release(1);
+  ASSERT_TRUE(gate.AwaitStart(3).has_value());
+  gate.Release(3);
+  WaitTerminal(*scheduler, c);
+  EXPECT_EQ(WaitTerminal(*scheduler, *b).state, JobState::kExpired);
+  EXPECT_THAT(gate.started(), ElementsAre(1, 3));
+}
+
+TEST(SchedulerDeadline, RunningJobPastItsDeadlineIsCancelled) {
+  Gate gate;
+  FakeClockFixture fake;
+  auto scheduler = MakeSchedulerWith(gate, fake.options);
+  absl::StatusOr<std::string> a = SubmitWithin(*scheduler, 1, absl::Seconds(5));
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE(gate.AwaitStart(1).has_value());
+  fake.clock->Advance(absl::Seconds(4));
+  EXPECT_EQ(GetView(*scheduler, *a).state_reason, "running on chip 0");
+  fake.clock->Advance(absl::Seconds(1));
+  // This call asks the runner to stop, unless the housekeeping thread did
+  // already (then the job may be over already).
+  const JobView stopping = GetView(*scheduler, *a);
+  if (stopping.state == JobState::kRunning) {
+    EXPECT_EQ(stopping.state_reason, "running on chip 0, cancel requested");
+  } else {
+    EXPECT_EQ(stopping.state, JobState::kCancelled);
+  }
+  const JobView done = WaitTerminal(*scheduler, *a);
+  EXPECT_EQ(done.state, JobState::kCancelled);
+  EXPECT_EQ(done.state_reason,
+            "deadline exceeded: its max_wall_time of 5s since submission "
+            "passed while running on chip 0");
+  EXPECT_TRUE(gate.saw_cancel(1));
+  // A job that finishes in time is not touched.
+  absl::StatusOr<std::string> b = SubmitWithin(*scheduler, 2, absl::Seconds(5));
+  ASSERT_TRUE(gate.AwaitStart(2).has_value());
+  gate.Release(2);
+  EXPECT_EQ(WaitTerminal(*scheduler, *b).state, JobState::kSucceeded);
+  fake.clock->Advance(absl::Seconds(10));
+  EXPECT_EQ(GetView(*scheduler, *b).state, JobState::kSucceeded);
+  EXPECT_FALSE(gate.saw_cancel(2));
+}
+
+// --- Result retention ---
+
+TEST(SchedulerRetention, ResultIsEvictedAfterItsTtl) {
+  Gate gate;
+  FakeClockFixture fake;
+  fake.options.result_ttl = absl::Hours(1);
+  auto scheduler = MakeSchedulerWith(gate, fake.options);
+  const std::string a = Submit(*scheduler, 1);
+  gate.Release(1);
+  WaitTerminal(*scheduler, a);
+  fake.clock->Advance(absl::Minutes(59));
+  EXPECT_TRUE(scheduler->GetResult(a).ok());
+  EXPECT_FALSE(GetView(*scheduler, a).result_evicted);
+  fake.clock->Advance(absl::Minutes(1));
+  absl::Status gone = scheduler->GetResult(a).status();
+  EXPECT_EQ(gone.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(gone.message(),
+            absl::StrCat("result evicted: results are kept for 1h "
+                         "(result_ttl) after the job ends (job ",
+                         a, ")"));
+  const JobView view = GetView(*scheduler, a);
+  EXPECT_EQ(view.state, JobState::kSucceeded);
+  EXPECT_TRUE(view.result_evicted);
+  EXPECT_THAT(view.state_reason,
+              StartsWith("succeeded on chip 0; result evicted: "));
+}
+
+TEST(SchedulerRetention, OldestResultsAreEvictedOverTheByteBudget) {
+  Gate gate;
+  v1::Result result;
+  result.add_population_labels(std::string(100, 'x'));
+  const int64_t bytes = static_cast<int64_t>(result.ByteSizeLong());
+  Options options;
+  options.chip_ids = {0};
+  options.max_result_bytes = 2 * bytes + bytes / 2;  // room for two
+  auto scheduler = MakeSchedulerWith(gate, options);
+  std::vector<std::string> ids;
+  for (uint64_t tag = 1; tag <= 3; ++tag) {
+    ids.push_back(Submit(*scheduler, tag));
+    gate.Release(tag, result);
+    WaitTerminal(*scheduler, ids.back());
+  }
+  absl::Status gone = scheduler->GetResult(ids[0]).status();
+  EXPECT_EQ(gone.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(gone.message()), StartsWith("result evicted: "));
+  EXPECT_THAT(std::string(gone.message()), HasSubstr("max_result_bytes"));
+  EXPECT_TRUE(GetView(*scheduler, ids[0]).result_evicted);
+  EXPECT_TRUE(scheduler->GetResult(ids[1]).ok());
+  EXPECT_TRUE(scheduler->GetResult(ids[2]).ok());
+  EXPECT_FALSE(GetView(*scheduler, ids[2]).result_evicted);
+  // Failed jobs have no result to evict.
+  const std::string failed = Submit(*scheduler, 4);
+  gate.Release(4, absl::InternalError("spike storm"));
+  EXPECT_FALSE(WaitTerminal(*scheduler, failed).result_evicted);
+  EXPECT_TRUE(scheduler->GetResult(ids[1]).ok());
+}
+
+// --- List ---
+
+TEST(SchedulerList, PagesThroughAUsersJobsNewestFirst) {
+  Gate gate;
+  auto scheduler = MakeScheduler(gate, {0});
+  std::vector<std::string> alice;
+  for (uint64_t tag = 0; tag < 5; ++tag) {
+    alice.push_back(Submit(*scheduler, tag));
+    if (tag == 1) Submit(*scheduler, 100, std::nullopt, "bob");
+  }
+  std::vector<std::string> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    absl::StatusOr<JobPage> page = scheduler->List("alice", 2, token);
+    ASSERT_TRUE(page.ok()) << page.status();
+    EXPECT_LE(page->jobs.size(), 2u);
+    for (const JobView& view : page->jobs) {
+      EXPECT_EQ(view.user, "alice");
+      seen.push_back(view.id);
+    }
+    token = page->next_page_token;
+    ASSERT_LT(++pages, 10);
+  } while (!token.empty());
+  EXPECT_EQ(pages, 3);
+  EXPECT_THAT(seen, ElementsAreArray(alice.rbegin(), alice.rend()));
+
+  // Default page size: everything here.
+  absl::StatusOr<JobPage> all = scheduler->List("alice", 0, "");
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->jobs.size(), 5u);
+  EXPECT_EQ(all->next_page_token, "");
+  // A full last page has no token.
+  absl::StatusOr<JobPage> bob = scheduler->List("bob", 1, "");
+  ASSERT_TRUE(bob.ok());
+  ASSERT_EQ(bob->jobs.size(), 1u);
+  EXPECT_EQ(bob->next_page_token, "");
+  absl::StatusOr<JobPage> nobody = scheduler->List("nobody", 10, "");
+  ASSERT_TRUE(nobody.ok());
+  EXPECT_THAT(nobody->jobs, IsEmpty());
+  for (const std::string bad : {"x", "0", "999999", "-1"}) {
+    EXPECT_EQ(scheduler->List("alice", 2, bad).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
 }
 
 }  // namespace

@@ -42,12 +42,16 @@ void Client::Prepare(grpc::ClientContext* context,
 }
 
 absl::StatusOr<hxemu::v1::Job> Client::Submit(
-    const hxemu::v1::Experiment& experiment, const std::string& request_id) {
+    const hxemu::v1::Experiment& experiment, const std::string& request_id,
+    absl::Duration max_wall_time) {
   grpc::ClientContext context;
   Prepare(&context, options_.call_timeout);
   hxemu::v1::SubmitJobRequest request;
   *request.mutable_experiment() = experiment;
   request.set_request_id(request_id);
+  if (max_wall_time != absl::InfiniteDuration()) {
+    request.set_max_wall_time_s(absl::ToDoubleSeconds(max_wall_time));
+  }
   hxemu::v1::Job job;
   grpc::Status status = stub_->SubmitJob(&context, request, &job);
   return Finish(status, std::move(job));
@@ -74,6 +78,26 @@ absl::StatusOr<hxemu::v1::Job> Client::WaitJob(const std::string& job_id,
   return Finish(status, std::move(job));
 }
 
+absl::StatusOr<hxemu::v1::Job> Client::WatchJob(
+    const std::string& job_id,
+    const std::function<void(const hxemu::v1::Job&)>& on_update,
+    absl::Duration timeout) {
+  grpc::ClientContext context;
+  Prepare(&context, timeout);
+  hxemu::v1::WatchJobRequest request;
+  request.set_job_id(job_id);
+  std::unique_ptr<grpc::ClientReader<hxemu::v1::Job>> reader =
+      stub_->WatchJob(&context, request);
+  hxemu::v1::Job job;
+  hxemu::v1::Job last;
+  while (reader->Read(&job)) {
+    if (on_update) on_update(job);
+    last = job;
+  }
+  grpc::Status status = reader->Finish();
+  return Finish(status, std::move(last));
+}
+
 absl::StatusOr<hxemu::v1::Job> Client::CancelJob(const std::string& job_id) {
   grpc::ClientContext context;
   Prepare(&context, options_.call_timeout);
@@ -96,6 +120,27 @@ absl::StatusOr<hxemu::v1::Result> Client::GetResult(const std::string& job_id) {
   while (reader->Read(&chunk)) MergeResultChunk(chunk.result(), &result);
   grpc::Status status = reader->Finish();
   return Finish(status, std::move(result));
+}
+
+absl::StatusOr<hxemu::v1::ListJobsResponse> Client::ListJobs(
+    int page_size, const std::string& page_token) {
+  grpc::ClientContext context;
+  Prepare(&context, options_.call_timeout);
+  hxemu::v1::ListJobsRequest request;
+  request.set_page_size(page_size);
+  request.set_page_token(page_token);
+  hxemu::v1::ListJobsResponse response;
+  grpc::Status status = stub_->ListJobs(&context, request, &response);
+  return Finish(status, std::move(response));
+}
+
+absl::StatusOr<hxemu::v1::ListChipsResponse> Client::ListChips() {
+  grpc::ClientContext context;
+  Prepare(&context, options_.call_timeout);
+  hxemu::v1::ListChipsResponse response;
+  grpc::Status status =
+      stub_->ListChips(&context, hxemu::v1::ListChipsRequest(), &response);
+  return Finish(status, std::move(response));
 }
 
 absl::StatusOr<hxemu::v1::ServerInfo> Client::GetServerInfo() {

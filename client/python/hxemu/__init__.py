@@ -5,6 +5,8 @@
   ``pynn_brainscales.brainscales2``: ``import hxemu.pynn as pynn``.
 * :class:`hxemu.EmbeddedServer` — a private ``hxemu-server`` process, used
   when no ``HXEMU_ADDRESS`` is set.
+* :mod:`hxemu.compat` — opt-in ``import pynn_brainscales.brainscales2``
+  (``hxemu.compat.install()`` or ``HXEMU_PROVIDE_PYNN_BRAINSCALES=1``).
 """
 
 from hxemu.errors import (CancelledError, DeadlineExceededError,
@@ -16,7 +18,12 @@ from hxemu._server import (EmbeddedServer, ServerStartError, embedded_server,
                            find_server_binary, stop_embedded_server)
 from hxemu.client import Client, default_address, default_user
 
+from hxemu import compat as _compat
+
 __version__ = "0.1.0"
+
+# opt-in `import pynn_brainscales.brainscales2` (HXEMU_PROVIDE_PYNN_BRAINSCALES=1)
+_compat.install_from_environment()
 
 __all__ = [
     "CancelledError", "Client", "DeadlineExceededError", "EmbeddedServer",

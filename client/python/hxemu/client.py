@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 import grpc
 
@@ -213,6 +213,41 @@ class Client:
                     grpc.StatusCode.DEADLINE_EXCEEDED, job_id)
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    def watch(self, job_id: str, poll_interval: float = 0.1) -> Iterator[service_pb2.Job]:
+        """Views of a job until (and including) its terminal one.
+
+        Uses the ``WatchJob`` stream; a server without it (UNIMPLEMENTED)
+        is polled with ``GetJob`` every ``poll_interval`` seconds instead.
+        Stopping the iteration early cancels the stream, not the job.
+        """
+        request_type = getattr(service_pb2, "WatchJobRequest", None)
+        method = getattr(self._stub, "WatchJob", None)
+        if request_type is not None and method is not None:
+            stream = method(request_type(job_id=job_id), metadata=self._metadata)
+            seen_any = False
+            try:
+                for job in stream:
+                    seen_any = True
+                    yield job
+                    if job.state in TERMINAL_STATES:
+                        return
+                if seen_any:
+                    raise error_for(grpc.StatusCode.UNAVAILABLE,
+                                    "WatchJob: stream ended before the job finished",
+                                    job_id)
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.UNIMPLEMENTED or seen_any:
+                    raise self._error(err, "WatchJob", job_id) from None
+            finally:
+                stream.cancel()
+        # older server: poll
+        while True:
+            job = self.get(job_id)
+            yield job
+            if job.state in TERMINAL_STATES:
+                return
+            time.sleep(poll_interval)
 
     def cancel(self, job_id: str) -> service_pb2.Job:
         """Cancel a queued or running job (no-op for finished jobs)."""

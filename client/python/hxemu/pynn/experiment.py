@@ -59,15 +59,62 @@ def _assign_circuits(state, experiment):
             position += population.size
 
 
-def build_experiment(state, runtime_ms: float, seed: int) -> experiment_pb2.Experiment:
-    """The Experiment for the current network and ``runtime_ms``."""
+#: neuron columns per row; MADC pairs need columns of different parity
+NUM_NEURON_COLUMNS = 256
+
+
+def _circuits(experiment) -> Dict[int, list]:
+    """population index -> circuit of each neuron, as the server places them
+    (explicit circuits, else the lowest free ones in creation order)."""
+    used = {c for p in experiment.populations for c in p.circuits}
+    free = (c for c in range(512) if c not in used)
+    result = {}
+    for index, population in enumerate(experiment.populations):
+        if population.cell_type != experiment_pb2.CELL_TYPE_HX_NEURON:
+            continue
+        if population.circuits:
+            result[index] = list(population.circuits)
+        else:
+            result[index] = [next(free, -1) for _ in range(population.size)]
+    return result
+
+
+def check_madc(experiment) -> None:
+    """pynn_brainscales' MADC limits, before anything is submitted: at most
+    two analog recordings, on neurons in columns of different parity."""
+    analog = []
+    for recording in experiment.recordings:
+        if recording.observable == experiment_pb2.OBSERVABLE_SPIKES:
+            continue
+        size = experiment.populations[recording.population].size
+        for neuron in (recording.neurons or range(size)):
+            if (recording.population, neuron) not in analog:
+                analog.append((recording.population, neuron))
+    if len(analog) > 2:
+        raise RuntimeError("MADC recording supports recording at most two neurons.")
+    if len(analog) == 2:
+        circuits = _circuits(experiment)
+        first, second = (circuits[p][n] for p, n in analog)
+        if first == second:
+            raise RuntimeError("MADC recording neurons are the same.")
+        if (first % NUM_NEURON_COLUMNS) % 2 == (second % NUM_NEURON_COLUMNS) % 2:
+            raise RuntimeError(
+                "MADC recording neurons are required to reside in columns with "
+                f"unique parity (even/odd). (circuits {first} and {second})")
+
+
+def build_experiment(state, runtime_ms: float, seed: int,
+                     t_start: float = 0.0) -> experiment_pb2.Experiment:
+    """The Experiment for the current network and the run [t_start, t_start +
+    runtime_ms) of the current segment (spike source times relative to
+    t_start)."""
     experiment = experiment_pb2.Experiment(runtime_ms=runtime_ms, seed=seed)
     if state.chip_id is not None:
         experiment.chip_id = state.chip_id
     for population in state.populations:
         message = experiment.populations.add(label=population.label or "",
                                              size=population.size)
-        population.celltype.to_proto(population, message, runtime_ms)
+        population.celltype.to_proto(population, message, runtime_ms, t_start=t_start)
     _assign_circuits(state, experiment)
     for projection in state.projections:
         projection.to_proto(experiment.projections.add(), state)
@@ -75,8 +122,9 @@ def build_experiment(state, runtime_ms: float, seed: int) -> experiment_pb2.Expe
                            key=lambda r: _population_index(state, r.population)):
         population = recorder.population
         index = _population_index(state, population)
-        if not population.celltype.records_on_chip:
-            continue  # spike sources: their spikes are known on the host
+        if not (population.celltype.records_on_chip or
+                getattr(population.celltype, "spikes_from_server", False)):
+            continue  # spike arrays: their spikes are known on the host
         for variable in sorted(recorder.recorded, key=list(OBSERVABLES).index):
             ids = recorder.recorded[variable]
             if not ids:
@@ -86,7 +134,21 @@ def build_experiment(state, runtime_ms: float, seed: int) -> experiment_pb2.Expe
                                                 observable=OBSERVABLES[variable])
             if len(neurons) != population.size:
                 message.neurons.extend(neurons)
+    check_madc(experiment)
     return experiment
+
+
+def host_source_spikes(state, runtime_ms: float, t_start: float = 0.0):
+    """(population, neuron) -> absolute spike times of the spike arrays in
+    [t_start, t_start + runtime_ms)."""
+    spikes = {}
+    for index, population in enumerate(state.populations):
+        source_times = getattr(population.celltype, "host_spike_times", None)
+        if source_times is None:
+            continue
+        for neuron, times in enumerate(source_times(population, runtime_ms, t_start)):
+            spikes[(index, neuron)] = times
+    return spikes
 
 
 @dataclasses.dataclass
@@ -125,12 +187,34 @@ class RunData:
 
     def _add_source_spikes(self, state, runtime_ms: float):
         """Spike sources emit exactly their given times (on the 8 ns grid)."""
-        for index, population in enumerate(state.populations):
-            source_times = getattr(population.celltype, "host_spike_times", None)
-            if source_times is None:
-                continue
-            for neuron, times in enumerate(source_times(population, runtime_ms)):
-                self.spikes[(index, neuron)] = times
+        self.spikes.update(host_source_spikes(state, runtime_ms))
+
+    def shifted(self, offset_ms: float) -> "RunData":
+        """The same data with all times moved by ``offset_ms``."""
+        return RunData(
+            runtime_ms=self.runtime_ms,
+            spikes={k: v + offset_ms for k, v in self.spikes.items()},
+            traces={k: ((t.astype(np.float64) + offset_ms).astype(np.float32), c)
+                    for k, (t, c) in self.traces.items()},
+            chip_id=self.chip_id)
+
+    @classmethod
+    def concatenate(cls, parts) -> "RunData":
+        """Data of consecutive runs (already shifted to their t_start)."""
+        spikes, traces = {}, {}
+        for part in parts:
+            for key, times in part.spikes.items():
+                spikes[key] = np.concatenate([spikes[key], times]) if key in spikes \
+                    else times
+            for key, (times, codes) in part.traces.items():
+                if key in traces:
+                    old_times, old_codes = traces[key]
+                    traces[key] = (np.concatenate([old_times, times]),
+                                   np.concatenate([old_codes, codes]))
+                else:
+                    traces[key] = (times, codes)
+        return cls(runtime_ms=sum(p.runtime_ms for p in parts), spikes=spikes,
+                   traces=traces, chip_id=parts[0].chip_id if parts else 0)
 
     def spike_times(self, population: int, neuron: int) -> np.ndarray:
         return self.spikes.get((population, neuron), np.zeros(0))

@@ -8,14 +8,18 @@ recorders until the next :func:`reset`.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
-from typing import List, Optional
+import warnings
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from pyNN import common
 
+from hxemu._proto import experiment_pb2
 from hxemu.client import Client, raise_for_job
-from hxemu.pynn.experiment import RunData, build_experiment
+from hxemu.progress import wait_with_progress
+from hxemu.pynn.experiment import RunData, build_experiment, host_source_spikes
 
 name = "hxemu"  # annotates recorded data (Block.annotations["simulator"])
 
@@ -27,6 +31,82 @@ class ID(int, common.IDMixin):
         """Create an ID object with numerical value `n`."""
         int.__init__(n)
         common.IDMixin.__init__(self)
+
+
+class SnippetWarning(UserWarning):
+    """Snippets with different configurations ran as separate experiments."""
+
+
+@dataclasses.dataclass
+class Snippet:
+    """One ``run(..., RunCommand.APPEND)``: the network as it was, for
+    [t_start, t_start + runtime_ms) of the current segment."""
+
+    t_start: float
+    runtime_ms: float
+    #: the experiment of this snippet alone (spike times relative to t_start)
+    experiment: experiment_pb2.Experiment
+    #: (population, neuron) -> absolute spike times of the spike arrays
+    source_spikes: Dict[Tuple[int, int], np.ndarray]
+    #: configuration without times: equal keys = one continuous experiment
+    key: bytes
+
+    @classmethod
+    def of(cls, state, runtime_ms: float, t_start: float) -> "Snippet":
+        experiment = build_experiment(state, runtime_ms, 0, t_start=t_start)
+        config = experiment_pb2.Experiment()
+        config.CopyFrom(experiment)
+        config.runtime_ms = 0
+        for index, population in enumerate(config.populations):
+            population.ClearField("spike_source_array")
+            if population.cell_type == experiment_pb2.CELL_TYPE_SPIKE_SOURCE_POISSON:
+                # absolute firing window, independent of the snippet
+                root = state.populations[index]
+                poisson = population.spike_source_poisson
+                poisson.rate_hz, poisson.start_ms, poisson.duration_ms = (
+                    root.celltype.window(root, np.inf, 0.0))
+        return cls(t_start=t_start, runtime_ms=runtime_ms, experiment=experiment,
+                   source_spikes=host_source_spikes(state, runtime_ms, t_start),
+                   key=config.SerializeToString(deterministic=True))
+
+
+def merge_snippets(snippets: List[Snippet]) -> experiment_pb2.Experiment:
+    """One experiment over all ``snippets`` (consecutive, with equal keys):
+    the configuration of the first, their total runtime, the spike arrays'
+    spikes of every snippet, Poisson sources over the joined windows; times
+    relative to the first snippet's t_start."""
+    first = snippets[0]
+    offset = first.t_start
+    total = sum(s.runtime_ms for s in snippets)
+    merged = experiment_pb2.Experiment()
+    merged.CopyFrom(first.experiment)
+    merged.runtime_ms = total
+    for index, population in enumerate(merged.populations):
+        if population.cell_type == experiment_pb2.CELL_TYPE_SPIKE_SOURCE_ARRAY:
+            population.ClearField("spike_source_array")
+            for neuron in range(population.size):
+                times = np.concatenate(
+                    [s.source_spikes.get((index, neuron), np.zeros(0)) for s in snippets])
+                times = times - offset
+                population.spike_source_array.spike_times.add().times_ms.extend(
+                    times.tolist())
+        elif population.cell_type == experiment_pb2.CELL_TYPE_SPIKE_SOURCE_POISSON:
+            # the windows of consecutive snippets join up to the whole window
+            windows = [(s.t_start - offset + s.experiment.populations[index]
+                        .spike_source_poisson.start_ms,
+                        s.experiment.populations[index].spike_source_poisson)
+                       for s in snippets]
+            active = [(begin, w) for begin, w in windows if w.rate_hz > 0]
+            poisson = population.spike_source_poisson
+            if active:
+                begin = active[0][0]
+                end = active[-1][0] + active[-1][1].duration_ms
+                poisson.rate_hz = active[0][1].rate_hz
+                poisson.start_ms = begin
+                poisson.duration_ms = end - begin
+            else:
+                poisson.rate_hz = poisson.start_ms = poisson.duration_ms = 0.0
+    return merged
 
 
 class State(common.control.BaseState):
@@ -50,6 +130,8 @@ class State(common.control.BaseState):
         self._seeds: Optional[np.random.SeedSequence] = None
         self.chip_id: Optional[int] = None
         self.neuron_permutation: Optional[List[int]] = None
+        #: progress bar: None = auto (HXEMU_PROGRESS, stderr a terminal)
+        self.progress: Optional[bool] = None
         self.clear()
 
     # -- network bookkeeping ------------------------------------------------
@@ -72,6 +154,7 @@ class State(common.control.BaseState):
         self.t_start = 0
         self.segment_counter += 1
         self.data = None  # RunData of the current segment
+        self.snippets: List[Snippet] = []  # appended, not yet executed
 
     # -- connection -----------------------------------------------------------
 
@@ -103,22 +186,96 @@ class State(common.control.BaseState):
 
     # -- running --------------------------------------------------------------
 
-    def run(self, simtime):
+    def _check_not_run(self):
         if self.running:
             raise RuntimeError(
                 "Call pynn.reset() before calling pynn.run() again. Continuing "
                 "a run without reset is not supported: every run is one "
                 "experiment on the emulated chip.")
-        simtime = float(simtime)
-        if not simtime > 0:
-            raise ValueError(f"runtime must be > 0 ms, got {simtime:g}")
-        experiment = build_experiment(self, simtime, self.next_seed())
+
+    def prepare(self):
+        """RunCommand.PREPARE: build the experiment of the current network
+        (all client-side checks: placement, MADC limits, weights) without
+        running it. hxemu needs no calibration, so nothing else happens."""
+        experiment = build_experiment(self, np.inf, 0, t_start=self.t)
+        experiment.runtime_ms = 0  # not known yet; spike sources: all times
+        self.last_experiment = experiment
+
+    def add(self, runtime):
+        """RunCommand.APPEND: snapshot the network for ``runtime`` ms."""
+        self._check_not_run()
+        runtime = float(runtime)
+        if not runtime > 0:
+            raise ValueError(f"runtime must be > 0 ms, got {runtime:g}")
+        self.snippets.append(Snippet.of(self, runtime, self.t))
+        self.t += runtime
+
+    def run(self, simtime):
+        """Append a last snippet of ``simtime`` ms and execute."""
+        self.add(simtime)
+        self.execute()
+
+    def execute(self):
+        """RunCommand.EXECUTE: run the appended snippets.
+
+        Snippets with the same configuration form one continuous experiment
+        (exact). Snippets whose configuration differs cannot be one
+        experiment on the server (its Experiment has one configuration), so
+        they run as consecutive experiments on the same chip, each starting
+        from rest; their data are concatenated with t_start offsets and a
+        SnippetWarning says so.
+        """
+        self._check_not_run()
+        snippets = self.snippets
+        if not snippets:
+            raise ValueError("No experiment scheduled for execution yet.")
+        groups = [[snippets[0]]]
+        for snippet in snippets[1:]:
+            if snippet.key == groups[-1][-1].key:
+                groups[-1].append(snippet)
+            else:
+                groups.append([snippet])
+        if len(groups) > 1:
+            warnings.warn(
+                f"hxemu: the {len(snippets)} appended snippets have "
+                f"{len(groups)} different configurations; they run as "
+                f"{len(groups)} consecutive experiments on the same chip. The "
+                "network state (membranes, synaptic currents, refractory "
+                "counters) is not carried across a configuration change: each "
+                "part starts from rest.", SnippetWarning, stacklevel=3)
+        parts = []
+        chip_id = self.chip_id
+        for group in groups:
+            experiment = merge_snippets(group)
+            experiment.seed = self.next_seed()
+            if chip_id is not None:
+                experiment.chip_id = chip_id
+            runtime = experiment.runtime_ms
+            result = self._run_experiment(experiment)
+            chip_id = result.chip_id
+            source_spikes = {}
+            for snippet in group:
+                source_spikes.update({k: np.concatenate([source_spikes[k], v])
+                                      if k in source_spikes else v
+                                      for k, v in snippet.source_spikes.items()})
+            data = RunData.from_result(result, None, runtime)
+            t_start = group[0].t_start
+            # source spikes are absolute already; shift only the server's data
+            shifted = data.shifted(t_start)
+            shifted.spikes.update(source_spikes)
+            parts.append(shifted)
+        self.data = parts[0] if len(parts) == 1 else RunData.concatenate(parts)
+        self.snippets = []
+        self.running = True
+
+    def _run_experiment(self, experiment):
         self.last_experiment = experiment
         client = self.client()
         job = client.submit(experiment)
         self.last_job = job
         try:
-            job = client.wait(job.job_id)
+            job = wait_with_progress(client, job, show=self.progress,
+                                     description="hxemu run")
         except KeyboardInterrupt:
             # do not leave an abandoned job on the emulator
             try:
@@ -128,10 +285,7 @@ class State(common.control.BaseState):
             raise
         self.last_job = job
         raise_for_job(job)
-        result = client.result(job.job_id)
-        self.data = RunData.from_result(result, self, simtime)
-        self.t += simtime
-        self.running = True
+        return client.result(job.job_id)
 
     def run_until(self, tstop):
         self.run(tstop - self.t)

@@ -20,10 +20,18 @@ struct ServerOptions {
   std::string listen_address = "127.0.0.1:50051";
   // Number of emulated chips (ids 0..num_chips-1), one worker thread each.
   int num_chips = 1;
-  // Most jobs waiting in the queue over all users.
+  // Most jobs waiting in the queue over all users, and per user.
   int max_queued_jobs = 10000;
+  int max_queued_jobs_per_user = 1000;
+  // Results are kept this long after the job ended, and within this many
+  // bytes over all jobs (oldest evicted first).
+  absl::Duration result_ttl = absl::Hours(24);
+  int64_t max_result_bytes = int64_t{1} << 30;
   // Largest request message the server accepts [bytes].
   int max_request_bytes = 64 * 1024 * 1024;
+  // Where to serve Prometheus metrics (GET /metrics), e.g. "127.0.0.1:9464";
+  // port 0 picks a free port; empty = no metrics endpoint.
+  std::string metrics_address;
   // Per-job limits, checked at the API edge.
   emulator::ExperimentLimits limits;
 };
@@ -41,6 +49,8 @@ class Server {
   // The address actually bound, e.g. "127.0.0.1:43817".
   const std::string& address() const;
   int port() const;
+  // The port of the metrics endpoint; 0 if there is none.
+  int metrics_port() const;
 
   // Graceful shutdown: health NOT_SERVING, stop accepting, let running calls
   // finish until `grace` passes, then cancel them; stop the scheduler

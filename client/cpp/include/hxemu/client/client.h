@@ -9,6 +9,7 @@
 //   (*client)->GetResult(job->job_id());
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -32,15 +33,29 @@ class Client {
   // Creates the channel; does not wait for the server.
   static std::unique_ptr<Client> Connect(const ConnectOptions& options);
 
-  absl::StatusOr<hxemu::v1::Job> Submit(const hxemu::v1::Experiment& experiment,
-                                        const std::string& request_id = "");
+  // `max_wall_time`: the job's deadline from submission (infinite = none).
+  absl::StatusOr<hxemu::v1::Job> Submit(
+      const hxemu::v1::Experiment& experiment,
+      const std::string& request_id = "",
+      absl::Duration max_wall_time = absl::InfiniteDuration());
   absl::StatusOr<hxemu::v1::Job> GetJob(const std::string& job_id);
   // DEADLINE_EXCEEDED if the job is not terminal within `timeout`.
   absl::StatusOr<hxemu::v1::Job> WaitJob(const std::string& job_id,
                                          absl::Duration timeout);
+  // Streams the job's updates (state, queue position, progress) to
+  // `on_update` until the job is terminal; returns the terminal view.
+  // DEADLINE_EXCEEDED if that takes longer than `timeout`.
+  absl::StatusOr<hxemu::v1::Job> WatchJob(
+      const std::string& job_id,
+      const std::function<void(const hxemu::v1::Job&)>& on_update,
+      absl::Duration timeout);
   absl::StatusOr<hxemu::v1::Job> CancelJob(const std::string& job_id);
   // The whole result, merged from the server's chunk stream.
   absl::StatusOr<hxemu::v1::Result> GetResult(const std::string& job_id);
+  // One page of the caller's jobs, newest first.
+  absl::StatusOr<hxemu::v1::ListJobsResponse> ListJobs(
+      int page_size, const std::string& page_token = "");
+  absl::StatusOr<hxemu::v1::ListChipsResponse> ListChips();
   absl::StatusOr<hxemu::v1::ServerInfo> GetServerInfo();
 
  private:

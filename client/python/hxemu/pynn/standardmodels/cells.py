@@ -82,7 +82,8 @@ class HXNeuron(StandardCellType):
         return values if info is None else info.validate(values)
 
     @staticmethod
-    def to_proto(population, message: experiment_pb2.Population, runtime_ms: float):
+    def to_proto(population, message: experiment_pb2.Population, runtime_ms: float,
+                 t_start: float = 0.0):  # pylint: disable=unused-argument
         message.cell_type = experiment_pb2.CELL_TYPE_HX_NEURON
         parameters = population._parameters  # pylint: disable=protected-access
         for name, info in _TABLE.items():
@@ -106,7 +107,9 @@ class SpikeSourceArray(pynn_cells.SpikeSourceArray):
     records_on_chip = False
 
     @staticmethod
-    def _times(population, runtime_ms: float) -> List[np.ndarray]:
+    def _times(population, runtime_ms: float, t_start: float = 0.0) -> List[np.ndarray]:
+        """Per neuron: the spike times in [t_start, t_start + runtime_ms),
+        relative to t_start, sorted."""
         result = []
         for sequence in population._parameters["spike_times"]:  # pylint: disable=protected-access
             times = np.asarray(sequence.value if isinstance(sequence, Sequence)
@@ -114,19 +117,77 @@ class SpikeSourceArray(pynn_cells.SpikeSourceArray):
             if not np.all(np.isfinite(times)):
                 raise ValueError(f"SpikeSourceArray {population.label!r}: spike "
                                  "times must be finite")
-            result.append(np.sort(times[(times >= 0) & (times < runtime_ms)]))
+            times = times[(times >= t_start) & (times < t_start + runtime_ms)] - t_start
+            result.append(np.sort(times))
         return result
 
     @classmethod
-    def to_proto(cls, population, message: experiment_pb2.Population, runtime_ms: float):
+    def to_proto(cls, population, message: experiment_pb2.Population, runtime_ms: float,
+                 t_start: float = 0.0):
         message.cell_type = experiment_pb2.CELL_TYPE_SPIKE_SOURCE_ARRAY
-        trains = cls._times(population, runtime_ms)
+        trains = cls._times(population, runtime_ms, t_start)
         shared = all(np.array_equal(trains[0], t) for t in trains[1:])
         for times in trains[:1] if shared else trains:
             message.spike_source_array.spike_times.add().times_ms.extend(times.tolist())
 
     @classmethod
-    def host_spike_times(cls, population, runtime_ms: float) -> List[np.ndarray]:
-        """The spikes the source emits, on the 8 ns FPGA time grid [ms]."""
-        return [np.round(t * 125_000.0) / 125_000.0
-                for t in cls._times(population, runtime_ms)]
+    def host_spike_times(cls, population, runtime_ms: float,
+                         t_start: float = 0.0) -> List[np.ndarray]:
+        """The spikes the source emits in [t_start, t_start + runtime_ms), on
+        the 8 ns FPGA time grid of that run, as absolute times [ms]."""
+        return [t_start + np.round(t * 125_000.0) / 125_000.0
+                for t in cls._times(population, runtime_ms, t_start)]
+
+
+def _uniform(population, name: str) -> float:
+    values = np.asarray(population._parameters[name], dtype=np.float64)  # pylint: disable=protected-access
+    values = values.reshape(-1)
+    if not np.all(np.isfinite(values)) or np.any(values < 0):
+        raise ValueError(f"SpikeSourcePoisson {population.label!r}: {name} must "
+                         f"be finite and >= 0, got {values.tolist()}")
+    if not np.all(values == values[0]):
+        raise NotImplementedError(
+            f"SpikeSourcePoisson {population.label!r}: {name} must be the same "
+            "for all neurons of a population in hxemu (use one population per "
+            "value)")
+    return float(values[0])
+
+
+class SpikeSourcePoisson(pynn_cells.SpikeSourcePoisson):
+    __doc__ = pynn_cells.SpikeSourcePoisson.__doc__ + """
+
+    ``start`` and ``duration`` in ms of hardware time, ``rate`` in Hz of
+    hardware time (e.g. 20e3). Each neuron fires an independent Poisson train
+    in [start, start + duration). The trains are generated on the server from
+    the job's seed: ``pynn.setup(rng_seed=...)`` makes them reproducible
+    (pynn_brainscales draws them from numpy's global RNG instead). rate,
+    start and duration must be the same for all neurons of a population.
+    Their spikes can be recorded ("spikes")."""
+
+    translations = build_translations(("rate", "rate"), ("start", "start"),
+                                      ("duration", "duration"))
+    records_on_chip = False
+    #: recorded spikes come from the server (generated there)
+    spikes_from_server = True
+
+    @staticmethod
+    def window(population, runtime_ms: float, t_start: float = 0.0):
+        """(rate [Hz], start, duration [ms]) for the run [t_start, t_start +
+        runtime_ms), in that run's time; rate 0 if nothing falls into it."""
+        rate = _uniform(population, "rate")
+        start = _uniform(population, "start")
+        duration = _uniform(population, "duration")
+        begin = max(start, t_start)
+        end = min(start + duration, t_start + runtime_ms)
+        if rate == 0 or end <= begin:
+            return 0.0, 0.0, 0.0
+        return rate, begin - t_start, end - begin
+
+    @classmethod
+    def to_proto(cls, population, message: experiment_pb2.Population, runtime_ms: float,
+                 t_start: float = 0.0):
+        message.cell_type = experiment_pb2.CELL_TYPE_SPIKE_SOURCE_POISSON
+        rate, start, duration = cls.window(population, runtime_ms, t_start)
+        message.spike_source_poisson.rate_hz = rate
+        message.spike_source_poisson.start_ms = start
+        message.spike_source_poisson.duration_ms = duration

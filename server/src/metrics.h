@@ -1,0 +1,40 @@
+// Prometheus metrics of the server (prometheus-cpp). Names follow the
+// Prometheus conventions: an `hxemu_` prefix, base units in the name
+// (`_seconds`, `_bytes`), counters end in `_total`, and no user or job ids as
+// labels (each label value is a time series).
+#pragma once
+
+#include <prometheus/counter.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <cstddef>
+#include <memory>
+
+#include "hxemu/scheduler/scheduler.h"
+
+namespace hxemu::server {
+
+class ServerMetrics {
+ public:
+  explicit ServerMetrics(prometheus::Registry& registry);
+
+  // A SubmitJob call: accepted into the queue, or rejected (any error).
+  void JobSubmitted(bool accepted);
+  // A job reached its terminal state (called from the scheduler's done
+  // callback: cheap, never blocks).
+  void JobFinished(const scheduler::JobView& view);
+  // Result bytes streamed to a client by GetResult.
+  void ResultBytesSent(size_t bytes);
+
+ private:
+  prometheus::Counter& submitted_accepted_;
+  prometheus::Counter& submitted_rejected_;
+  prometheus::Family<prometheus::Counter>& finished_;
+  prometheus::Histogram& wait_seconds_;
+  prometheus::Histogram& run_seconds_;
+  prometheus::Counter& emulated_seconds_;
+  prometheus::Counter& result_bytes_;
+};
+
+}  // namespace hxemu::server
