@@ -20,6 +20,8 @@ PYTHON_PACKAGES=(
   # Python client (Debian's /usr/bin/python3 only)
   python3 python3-grpcio python3-protobuf python3-numpy python3-neo python3-quantities
   python3-pynn python3-matplotlib python3-pytest python3-tqdm
+  openssl  # tests/python/test_cli.py makes a throw-away TLS certificate
+  python3-brian  # tests/bench/emulator_bench runs the Brian2 peer (cpp_standalone)
 )
 
 PACKAGES=("${CPP_PACKAGES[@]}")

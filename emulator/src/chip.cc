@@ -4,6 +4,7 @@
 // (network.h) -> emulate (engine.h) -> Result.
 #include "hxemu/emulator/chip.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -15,7 +16,8 @@
 
 namespace hxemu::emulator {
 
-Chip::Chip(uint32_t chip_id) : id_(chip_id) {}
+Chip::Chip(uint32_t chip_id, const ModelOptions& options)
+    : id_(chip_id), options_(options) {}
 
 Chip::~Chip() = default;
 
@@ -29,8 +31,9 @@ absl::StatusOr<hxemu::v1::Result> Chip::Run(
   }
   HXEMU_ASSIGN_OR_RETURN(const MappedExperiment mapped,
                          MapExperiment(experiment, limits));
-  HXEMU_ASSIGN_OR_RETURN(const Network net,
-                         LowerNetwork(experiment, mapped, limits, id_));
+  HXEMU_ASSIGN_OR_RETURN(
+      const Network net,
+      LowerNetwork(experiment, mapped, limits, id_, options_));
 
   hxemu::v1::Result result;
   result.set_chip_id(id_);
@@ -47,6 +50,13 @@ absl::StatusOr<hxemu::v1::Result> Chip::Run(
       train->set_circuit(
           static_cast<uint32_t>(mapped.circuits[s.population][s.neuron]));
     }
+  }
+  if (!mapped.cadc_ticks.empty()) {
+    for (const std::vector<int>& circuits : mapped.circuits) {
+      for (int c : circuits) result.add_cadc_circuits(static_cast<uint32_t>(c));
+    }
+    std::sort(result.mutable_cadc_circuits()->begin(),
+              result.mutable_cadc_circuits()->end());
   }
   for (const MadcRecording& m : mapped.madc) {
     hxemu::v1::Trace* trace = result.add_traces();

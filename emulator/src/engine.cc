@@ -28,24 +28,65 @@
 namespace hxemu::emulator {
 namespace {
 
+// The vectorised loops are also compiled for AVX2 (8 floats per operation)
+// and picked at load time where the CPU has it (GCC function multi-
+// versioning). No FMA in either version, so results are bit-identical.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#define HXEMU_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define HXEMU_VECTOR_CLONES
+#endif
+
 // Mutable per-slot state, structure of arrays.
 struct NeuronState {
   explicit NeuronState(const NeuronConstants& nc)
       : v_volt(nc.v_start_volt),
         v_prev_volt(nc.v_start_volt),
+        v_lo_volt(nc.num_slots, 0.0f),
         current_amp(2 * static_cast<size_t>(nc.num_slots), 0.0f),
+        adapt_amp(nc.num_slots, 0.0f),
         refractory_left(nc.num_slots, 0),
         noise_state(nc.noise_seed),
-        spiked(nc.num_slots, 0) {}
+        spiked(nc.num_slots, 0),
+        forced(nc.num_slots, 0),
+        coarse_reset(nc.num_slots, 0.0f),
+        coarse_acc_v(nc.num_slots, 0.0f),
+        coarse_acc_exc(nc.num_slots, 0.0f),
+        coarse_acc_inh(nc.num_slots, 0.0f) {
+    stiff_pending.reserve(nc.num_slots);
+  }
 
   std::vector<float> v_volt;       // membrane potential at the step end [V]
   std::vector<float> v_prev_volt;  // ... at the step start [V]
+  // Low part of V (V = v_volt + v_lo_volt, compensated summation) [V].
+  std::vector<float> v_lo_volt;
   // Synaptic input currents [A]: [0, n) excitatory, [n, 2n) inhibitory, so
   // that a synapse target is a single index (Connectivity::target).
   std::vector<float> current_amp;
+  std::vector<float> adapt_amp;          // adaptation current w [A]
   std::vector<int32_t> refractory_left;  // remaining refractory steps
   std::vector<uint32_t> noise_state;     // xorshift32 state per slot
   std::vector<uint8_t> spiked;           // fired in this step
+  std::vector<uint8_t> forced;           // bypass event in this step
+  // Scratch of CoarseStep: regime (1 = reset), event terms of V and the
+  // currents at the macro step's end.
+  std::vector<float> coarse_reset;
+  std::vector<float> coarse_acc_v;
+  std::vector<float> coarse_acc_exc;
+  std::vector<float> coarse_acc_inh;
+
+  // Slots whose step is stiff, with their state at the step start (see
+  // RefineStep). any_stiff: some slot ended the last step above its
+  // v_stiff_volt (true at the start, so the first step is checked too).
+  struct StiffStart {
+    int slot;
+    int32_t refractory_left;
+    uint32_t noise_state;
+    float v_volt, v_lo_volt, w_amp, i_exc_amp, i_inh_amp;
+  };
+  std::vector<StiffStart> stiff_pending;
+  bool any_stiff = true;
 };
 
 // Branch-free select for finite values: `weight` is exactly 0 or 1, so the
@@ -56,16 +97,146 @@ inline float Blend(float weight, float if_one, float if_zero) {
   return if_one * weight + if_zero * (1.0f - weight);
 }
 
+// exp(x) for x in [kExpArgMin, kExpArgMax], branch-free and vectorisable
+// (no libm call): 2^n by exponent bits times a degree-6 Taylor polynomial of
+// e^r, |r| <= ln2 / 2 (relative error < 2e-7).
+[[gnu::always_inline]] inline float FastExp(float x) {
+  constexpr float kLog2e = 1.44269504f;
+  constexpr float kLn2 = 0.693147181f;
+  // Round x log2e to the nearest integer with a truncating conversion of a
+  // positive number (x log2e > -128 here).
+  const int32_t n = static_cast<int32_t>(x * kLog2e + 128.5f) - 128;
+  const float r = x - static_cast<float>(n) * kLn2;
+  float p = 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const uint32_t bits = static_cast<uint32_t>(n + 127) << 23;
+  float scale;
+  __builtin_memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+// The non-linear currents of the membrane [V/s]: exponential term,
+// adaptation, COBA synapses (NeuronConstants).
+[[gnu::always_inline]] inline float NonLinear(float v, float w, float ie,
+                                              float ii, float exp_pref,
+                                              float v_t, float inv_slope,
+                                              float arg_max, float inv_c,
+                                              float coba_e, float e_exc,
+                                              float coba_i, float e_inh) {
+  float arg = (v - v_t) * inv_slope;
+  arg = arg < model::kExpArgMin ? model::kExpArgMin : arg;
+  arg = arg > arg_max ? arg_max : arg;
+  const float de = e_exc - v;
+  const float di = v - e_inh;
+  return exp_pref * FastExp(arg) - w * inv_c +
+         coba_e * ie * (de > 0.0f ? de : 0.0f) -
+         coba_i * ii * (di > 0.0f ? di : 0.0f);
+}
+
+double NonLinearD(const StiffConstants& sc, int k, double v, double w,
+                  double ie, double ii) {
+  const double arg =
+      std::clamp((v - sc.exp_v_t_volt) * sc.exp_inv_slope_per_volt,
+                 static_cast<double>(model::kExpArgMin), sc.exp_arg_max);
+  return sc.exp_pref_volt_per_s[k] * std::exp(arg) - w * sc.inv_c_per_farad +
+         sc.coba_exc[k] * ie * std::max(0.0, sc.e_exc_volt - v) -
+         sc.coba_inh[k] * ii * std::max(0.0, v - sc.e_inh_volt);
+}
+
+double KernelIntegral(double lambda, double mu, double h) {
+  const double diff = lambda - mu;
+  if (std::abs(diff) * h < 1e-9) return h * std::exp(-lambda * h);
+  return std::exp(-lambda * h) * std::expm1(diff * h) / diff;
+}
+
+// One stiff step (the exponential upswing) of one slot, in double, by ETD2
+// sub-steps whose length keeps (rate of the exponential term) x h below
+// model::kSubStepRate: the same equations as the vectorised step, integrated
+// finely where 8 ns is too coarse. `noise_volt` is the step's noise
+// increment, spread evenly over the step. Returns V and w at the step end.
+std::pair<double, float> RefineStep(const StiffConstants& sc, int k,
+                                    double noise_volt, double v, double w,
+                                    double ie, double ii) {
+  const double dt = model::kStepS;
+  const double lam = sc.lambda_per_s[k];
+  double t = 0.0;
+  while (t < dt) {
+    const double arg = (v - sc.exp_v_t_volt) * sc.exp_inv_slope_per_volt;
+    // Above the clamp the term is constant: no limit on the sub-step.
+    const double rate =
+        arg < sc.exp_arg_max
+            ? sc.exp_pref_volt_per_s[k] * sc.exp_inv_slope_per_volt *
+                  std::exp(
+                      std::max(arg, static_cast<double>(model::kExpArgMin)))
+            : 0.0;
+    double h = dt - t;
+    if (rate * h > model::kSubStepRate) {
+      h = std::max(model::kSubStepRate / rate, model::kMinSubStepS);
+      // No sliver at the end of the step.
+      if (dt - t - h < 0.5 * h) h = dt - t;
+    }
+    const double x = lam * h;
+    const double decay = -std::expm1(-x);
+    const double etd1 = x > 1e-6 ? decay / lam : h;
+    const double etd2 =
+        x > 1e-4 ? h * (std::expm1(-x) + x) / (x * x) : h * (0.5 - x / 6.0);
+    const double ie_next = ie * std::exp(-sc.mu_exc_per_s * h);
+    const double ii_next = ii * std::exp(-sc.mu_inh_per_s * h);
+    const double v_lin = v + decay * (sc.v_inf_volt[k] - v) +
+                         sc.drift_volt_per_s[k] * h +
+                         KernelIntegral(lam, sc.mu_exc_per_s, h) *
+                             sc.exc_gain_volt_per_amp_s[k] * ie -
+                         KernelIntegral(lam, sc.mu_inh_per_s, h) *
+                             sc.inh_gain_volt_per_amp_s[k] * ii +
+                         noise_volt * (h / dt);
+    const double alpha = sc.adapt_rate_per_s * h;
+    const double q1 = -std::expm1(-alpha);
+    const double q2 = alpha > 1e-4 ? (std::expm1(-alpha) + alpha) / alpha
+                                   : alpha * (0.5 - alpha / 6.0);
+    const double a = sc.adapt_a_siemens;
+    const double w_lin = w * (1.0 - q1) + a * (v - sc.adapt_v_ref_volt) * q1;
+    const double n0 = NonLinearD(sc, k, v, w, ie, ii);
+    const double v_pred = v_lin + etd1 * n0;
+    const double n1 = NonLinearD(sc, k, v_pred, w_lin, ie_next, ii_next);
+    double v_new = v_pred + etd2 * (n1 - n0);
+    v_new = std::clamp(v_new, static_cast<double>(model::kMembraneMinVolt),
+                       static_cast<double>(model::kMembraneMaxVolt));
+    w = w_lin + a * (v_new - v) * q2;
+    v = v_new;
+    ie = ie_next;
+    ii = ii_next;
+    t += h;
+  }
+  return {v, static_cast<float>(w)};
+}
+
 // Advances every slot by one step. Returns whether any slot fired.
-bool StepNeurons(const NeuronConstants& nc, NeuronState& st) {
+// kNonLinear = false: no slot has an exponential term, adaptation or COBA
+// input (N = 0), so that part is skipped; the result is bit-identical.
+// Steps the first `count` slots (all of them, or all of a compact sub-network
+// in macro-step mode).
+// noise_scale: 1, or 0 in macro-step mode (the noise comes as one kick per
+// macro step, NoiseKick).
+template <bool kNonLinear>
+HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
+                                     int count, float noise_scale) {
   const int n = nc.num_slots;
+  const int loop_count = count;
   float* __restrict v = st.v_volt.data();
   float* __restrict v_prev = st.v_prev_volt.data();
+  float* __restrict v_lo = st.v_lo_volt.data();
   float* __restrict i_exc = st.current_amp.data();
   float* __restrict i_inh = st.current_amp.data() + n;
   int32_t* __restrict refractory = st.refractory_left.data();
   uint32_t* __restrict noise = st.noise_state.data();
   uint8_t* __restrict spiked = st.spiked.data();
+  float* __restrict adapt = st.adapt_amp.data();
+  const uint8_t* __restrict forced = st.forced.data();
 
   const float* __restrict decay_free = nc.decay[kFree].data();
   const float* __restrict decay_reset = nc.decay[kReset].data();
@@ -87,15 +258,51 @@ bool StepNeurons(const NeuronConstants& nc, NeuronState& st) {
   const float* __restrict noise_step = nc.noise_step_volt.data();
   const int32_t* __restrict refractory_steps = nc.refractory_steps.data();
   const int32_t* __restrict reset_release = nc.reset_release_steps.data();
+  const float* __restrict etd1_free = nc.etd1_s[kFree].data();
+  const float* __restrict etd1_reset = nc.etd1_s[kReset].data();
+  const float* __restrict etd2_free = nc.etd2_s[kFree].data();
+  const float* __restrict etd2_reset = nc.etd2_s[kReset].data();
+  const float* __restrict exp_pref_free = nc.exp_pref_volt_per_s[kFree].data();
+  const float* __restrict exp_pref_reset =
+      nc.exp_pref_volt_per_s[kReset].data();
+  const float* __restrict coba_e_free = nc.coba_exc[kFree].data();
+  const float* __restrict coba_e_reset = nc.coba_exc[kReset].data();
+  const float* __restrict coba_i_free = nc.coba_inh[kFree].data();
+  const float* __restrict coba_i_reset = nc.coba_inh[kReset].data();
+  const float* __restrict exp_v_t = nc.exp_v_t_volt.data();
+  const float* __restrict exp_inv_slope = nc.exp_inv_slope_per_volt.data();
+  const float* __restrict exp_arg_max = nc.exp_arg_max.data();
+  const float* __restrict e_exc_rev = nc.coba_exc_rev_volt.data();
+  const float* __restrict e_inh_rev = nc.coba_inh_rev_volt.data();
+  const float* __restrict adapt_a = nc.adapt_a_siemens.data();
+  const float* __restrict adapt_v_ref = nc.adapt_v_ref_volt.data();
+  const float* __restrict adapt_decay = nc.adapt_decay.data();
+  const float* __restrict adapt_q1 = nc.adapt_q1.data();
+  const float* __restrict adapt_q2 = nc.adapt_q2.data();
+  const float* __restrict adapt_b = nc.adapt_b_amp.data();
+  const float* __restrict inv_c = nc.inv_c_per_farad.data();
 
+  const float* __restrict v_stiff = nc.v_stiff_volt.data();
+  if constexpr (kNonLinear) {
+    st.stiff_pending.clear();
+    if (st.any_stiff) {
+      for (int i = 0; i < loop_count; ++i) {
+        if (v[i] > v_stiff[i]) {
+          st.stiff_pending.push_back({i, refractory[i], noise[i], v[i], v_lo[i],
+                                      adapt[i], i_exc[i], i_inh[i]});
+        }
+      }
+    }
+  }
   int any = 0;
+  int any_stiff = 0;
   // The arrays never alias (one std::vector each), but GCC ignores
   // __restrict on locals; ivdep spares the run-time alias checks that would
   // otherwise stop vectorisation.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC ivdep
 #endif
-  for (int i = 0; i < n; ++i) {
+  for (int i = 0; i < loop_count; ++i) {
     // Both regimes are loaded and blended: no control flow in this loop.
     const int32_t left = refractory[i];
     const float reset = static_cast<float>(left > reset_release[i]);
@@ -112,13 +319,55 @@ bool StepNeurons(const NeuronConstants& nc, NeuronState& st) {
     const float v_old = v[i];
     const float ie = i_exc[i];
     const float ii = i_inh[i];
-    float v_new = v_old + decay * (v_inf - v_old) + drift + exc_gain * ie -
-                  inh_gain * ii + noise_step[i] * random::IrwinHall4(r0, r1);
-    v_new = v_new < model::kMembraneMinVolt ? model::kMembraneMinVolt : v_new;
-    v_new = v_new > model::kMembraneMaxVolt ? model::kMembraneMaxVolt : v_new;
-
     const float ie_next = ie * exc_decay[i];
     const float ii_next = ii * inh_decay[i];
+    // Linear part, exact (leak, reset, CUBA synapses) plus noise, as an
+    // increment: V itself is accumulated with compensation (below).
+    const float inc_lin =
+        decay * (v_inf - v_old) + drift + exc_gain * ie - inh_gain * ii +
+        noise_scale * noise_step[i] * random::IrwinHall4(r0, r1);
+    float inc = inc_lin;
+    float w_new = 0.0f;
+    if constexpr (kNonLinear) {
+      // Non-linear part: ETD2 predictor-corrector.
+      const float etd1 = Blend(reset, etd1_reset[i], etd1_free[i]);
+      const float etd2 = Blend(reset, etd2_reset[i], etd2_free[i]);
+      const float exp_pref = Blend(reset, exp_pref_reset[i], exp_pref_free[i]);
+      const float coba_e = Blend(reset, coba_e_reset[i], coba_e_free[i]);
+      const float coba_i = Blend(reset, coba_i_reset[i], coba_i_free[i]);
+      const float w_old = adapt[i];
+      const float a = adapt_a[i];
+      const float w_lin =
+          w_old * adapt_decay[i] + a * (v_old - adapt_v_ref[i]) * adapt_q1[i];
+      const float n0 = NonLinear(v_old, w_old, ie, ii, exp_pref, exp_v_t[i],
+                                 exp_inv_slope[i], exp_arg_max[i], inv_c[i],
+                                 coba_e, e_exc_rev[i], coba_i, e_inh_rev[i]);
+      const float inc_pred = inc_lin + etd1 * n0;
+      const float n1 =
+          NonLinear(v_old + inc_pred, w_lin, ie_next, ii_next, exp_pref,
+                    exp_v_t[i], exp_inv_slope[i], exp_arg_max[i], inv_c[i],
+                    coba_e, e_exc_rev[i], coba_i, e_inh_rev[i]);
+      inc = inc_pred + etd2 * (n1 - n0);
+      // w follows the corrected membrane (clamped below, not here: the
+      // rails are a hard limit of V only).
+      w_new = w_lin + a * inc * adapt_q2[i];
+    }
+    // Compensated sum (Fast2Sum, |V| >= |increment| on the rails' range):
+    // V = v + v_lo carries ~48 bits, so that the rounding of many tiny
+    // increments of a slow approach to threshold does not add up to a
+    // spike-time error (float alone: ~0.1 step per interval).
+    const float lo_inc = v_lo[i] + inc;
+    float v_new = v_old + lo_inc;
+    float lo_new = lo_inc - (v_new - v_old);
+    const float v_clamped =
+        v_new < model::kMembraneMinVolt
+            ? model::kMembraneMinVolt
+            : (v_new > model::kMembraneMaxVolt ? model::kMembraneMaxVolt
+                                               : v_new);
+    lo_new = v_clamped == v_new ? lo_new : 0.0f;
+    v_new = v_clamped;
+    v_lo[i] = lo_new;
+
     i_exc[i] = ie_next > model::kSynFlushAmp ? ie_next : 0.0f;
     i_inh[i] = ii_next > model::kSynFlushAmp ? ii_next : 0.0f;
 
@@ -126,15 +375,337 @@ bool StepNeurons(const NeuronConstants& nc, NeuronState& st) {
     const int32_t left_next = left > 0 ? left - 1 : 0;
     const float v_th = v_threshold[i];
     const int32_t restart = refractory_steps[i];
-    const int32_t fire = static_cast<int32_t>(left_next == 0) &
-                         static_cast<int32_t>(v_new >= v_th);
+    // A bypass event fires regardless of threshold and refractory state.
+    const int32_t fire = (static_cast<int32_t>(left_next == 0) &
+                          static_cast<int32_t>(v_new >= v_th)) |
+                         static_cast<int32_t>(forced[i]);
     refractory[i] = fire ? restart : left_next;
+    if constexpr (kNonLinear) {
+      adapt[i] = w_new + static_cast<float>(fire) * adapt_b[i];
+      any_stiff |= static_cast<int>(v_new > v_stiff[i]);
+    }
     v_prev[i] = v_old;
     v[i] = v_new;
     spiked[i] = static_cast<uint8_t>(fire);
     any |= fire;
   }
+  if constexpr (kNonLinear) {
+    // Stiff slots: redo the step from its start state with sub-steps, then
+    // the same clocked logic as above.
+    for (const NeuronState::StiffStart& ss : st.stiff_pending) {
+      const int i = ss.slot;
+      const int32_t left = ss.refractory_left;
+      const int k = left > reset_release[i] ? kReset : kFree;
+      const uint32_t r0 = random::XorShift32(ss.noise_state);
+      const uint32_t r1 = random::XorShift32(r0);
+      const auto [v_end, w_new] =
+          RefineStep(nc.stiff[i], k,
+                     noise_scale * noise_step[i] * random::IrwinHall4(r0, r1),
+                     static_cast<double>(ss.v_volt) + ss.v_lo_volt, ss.w_amp,
+                     ss.i_exc_amp, ss.i_inh_amp);
+      const float v_new = static_cast<float>(v_end);
+      v_lo[i] = static_cast<float>(v_end - v_new);
+      const int32_t left_next = left > 0 ? left - 1 : 0;
+      const int32_t fire = (static_cast<int32_t>(left_next == 0) &
+                            static_cast<int32_t>(v_new >= v_threshold[i])) |
+                           static_cast<int32_t>(forced[i]);
+      refractory[i] = fire ? refractory_steps[i] : left_next;
+      adapt[i] = w_new + static_cast<float>(fire) * adapt_b[i];
+      v[i] = v_new;
+      spiked[i] = static_cast<uint8_t>(fire);
+      any |= fire;
+      any_stiff |= static_cast<int>(v_new > v_stiff[i]);
+    }
+    st.any_stiff = any_stiff != 0;
+  }
   return any != 0;
+}
+
+// Membrane noise of a macro step of `m` ticks as one kick at its start: the
+// exact Ornstein-Uhlenbeck increment over m ticks (same stationary spread as
+// the per-tick noise). The same for macro and tick-by-tick neurons, so the
+// choice between them does not bias the noise.
+HXEMU_VECTOR_CLONES void NoiseKick(const NeuronConstants& nc, NeuronState& st,
+                                   int m) {
+  const int n = nc.num_slots;
+  float* __restrict v = st.v_volt.data();
+  float* __restrict v_lo = st.v_lo_volt.data();
+  uint32_t* __restrict noise = st.noise_state.data();
+  const float* __restrict sigma =
+      nc.m_noise_volt.data() + static_cast<size_t>(m - 1) * n;
+  for (int i = 0; i < n; ++i) {
+    const uint32_t r0 = random::XorShift32(noise[i]);
+    const uint32_t r1 = random::XorShift32(r0);
+    noise[i] = r1;
+    const float v_old = v[i];
+    const float lo_inc = v_lo[i] + sigma[i] * random::IrwinHall4(r0, r1);
+    float v_new = v_old + lo_inc;
+    float lo_new = lo_inc - (v_new - v_old);
+    const float v_clamped =
+        v_new < model::kMembraneMinVolt
+            ? model::kMembraneMinVolt
+            : (v_new > model::kMembraneMaxVolt ? model::kMembraneMaxVolt
+                                               : v_new);
+    v_lo[i] = v_clamped == v_new ? lo_new : 0.0f;
+    v[i] = v_clamped;
+  }
+}
+
+// One macro step of `m` ticks for every slot that qualifies (see
+// model::kMacroTicks): not refractory and V <= v_guard at both ends, or in
+// the reset regime for all m ticks. The linear part is exact, with the
+// events of the macro step at their ticks (bins[j]: the currents that arrive
+// at the start of tick j, same layout as current_amp; `used` lists the j
+// that have any); the non-linear part is ETD2 over m ticks. Slots that do
+// not qualify keep their state and get fine[i] = 1 (they step tick by tick).
+// Vectorised like StepNeurons: no control flow per slot.
+template <bool kNonLinear>
+HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
+                                    int m, const float* __restrict bins,
+                                    const int* used, int num_used,
+                                    uint8_t* __restrict fine) {
+  const int n = nc.num_slots;
+  const size_t tm = static_cast<size_t>(m - 1) * n;
+  float* __restrict v = st.v_volt.data();
+  float* __restrict v_prev = st.v_prev_volt.data();
+  float* __restrict v_lo = st.v_lo_volt.data();
+  float* __restrict i_exc = st.current_amp.data();
+  float* __restrict i_inh = st.current_amp.data() + n;
+  float* __restrict adapt = st.adapt_amp.data();
+  int32_t* __restrict refractory = st.refractory_left.data();
+  float* __restrict kr = st.coarse_reset.data();
+  float* __restrict acc_v = st.coarse_acc_v.data();
+  float* __restrict acc_e = st.coarse_acc_exc.data();
+  float* __restrict acc_i = st.coarse_acc_inh.data();
+  const int32_t* __restrict reset_release = nc.reset_release_steps.data();
+  const uint8_t* __restrict coarse_ok = nc.coarse_ok.data();
+  const float* __restrict v_guard = nc.v_guard_volt.data();
+
+  // (a) Regime of the macro step (1: reset throughout) and the decay of the
+  // currents present at its start.
+  {
+    const float* __restrict de = nc.m_exc_decay.data() + tm;
+    const float* __restrict di = nc.m_inh_decay.data() + tm;
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC ivdep
+#endif
+    for (int i = 0; i < n; ++i) {
+      kr[i] = static_cast<float>(refractory[i] > m + reset_release[i]);
+      acc_v[i] = 0.0f;
+      acc_e[i] = i_exc[i] * de[i];
+      acc_i[i] = i_inh[i] * di[i];
+    }
+  }
+  // (b) Events at tick j act for the remaining m - j ticks.
+  for (int u = 0; u < num_used; ++u) {
+    const int j = used[u];
+    const size_t tr = static_cast<size_t>(m - j - 1) * n;
+    const float* __restrict be = bins + static_cast<size_t>(j) * 2 * n;
+    const float* __restrict bi = be + n;
+    const float* __restrict ge_f = nc.m_exc_gain[kFree].data() + tr;
+    const float* __restrict ge_r = nc.m_exc_gain[kReset].data() + tr;
+    const float* __restrict gi_f = nc.m_inh_gain[kFree].data() + tr;
+    const float* __restrict gi_r = nc.m_inh_gain[kReset].data() + tr;
+    const float* __restrict de = nc.m_exc_decay.data() + tr;
+    const float* __restrict di = nc.m_inh_decay.data() + tr;
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC ivdep
+#endif
+    for (int i = 0; i < n; ++i) {
+      acc_v[i] += Blend(kr[i], ge_r[i], ge_f[i]) * be[i] -
+                  Blend(kr[i], gi_r[i], gi_f[i]) * bi[i];
+      acc_e[i] += de[i] * be[i];
+      acc_i[i] += di[i] * bi[i];
+    }
+  }
+  // (c) The update, committed only where the macro step qualifies.
+  const float* __restrict decay_f = nc.m_decay[kFree].data() + tm;
+  const float* __restrict decay_r = nc.m_decay[kReset].data() + tm;
+  const float* __restrict drift_f = nc.m_drift_volt[kFree].data() + tm;
+  const float* __restrict drift_r = nc.m_drift_volt[kReset].data() + tm;
+  const float* __restrict ge_f = nc.m_exc_gain[kFree].data() + tm;
+  const float* __restrict ge_r = nc.m_exc_gain[kReset].data() + tm;
+  const float* __restrict gi_f = nc.m_inh_gain[kFree].data() + tm;
+  const float* __restrict gi_r = nc.m_inh_gain[kReset].data() + tm;
+  const float* __restrict etd1_f = nc.m_etd1_s[kFree].data() + tm;
+  const float* __restrict etd1_r = nc.m_etd1_s[kReset].data() + tm;
+  const float* __restrict etd2_f = nc.m_etd2_s[kFree].data() + tm;
+  const float* __restrict etd2_r = nc.m_etd2_s[kReset].data() + tm;
+  const float* __restrict w_decay = nc.m_adapt_decay.data() + tm;
+  const float* __restrict w_q1 = nc.m_adapt_q1.data() + tm;
+  const float* __restrict w_q2 = nc.m_adapt_q2.data() + tm;
+
+  const float* __restrict v_inf_f = nc.v_inf_volt[kFree].data();
+  const float* __restrict v_inf_r = nc.v_inf_volt[kReset].data();
+  const float* __restrict exp_pref_f = nc.exp_pref_volt_per_s[kFree].data();
+  const float* __restrict exp_pref_r = nc.exp_pref_volt_per_s[kReset].data();
+  const float* __restrict exp_v_t = nc.exp_v_t_volt.data();
+  const float* __restrict exp_inv_slope = nc.exp_inv_slope_per_volt.data();
+  const float* __restrict exp_arg_max = nc.exp_arg_max.data();
+  const float* __restrict adapt_a = nc.adapt_a_siemens.data();
+  const float* __restrict adapt_v_ref = nc.adapt_v_ref_volt.data();
+  const float* __restrict inv_c = nc.inv_c_per_farad.data();
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC ivdep
+#endif
+  for (int i = 0; i < n; ++i) {
+    const float reset = kr[i];
+    const int32_t left = refractory[i];
+    const float v_old = v[i];
+    const int32_t candidate = static_cast<int32_t>(coarse_ok[i] != 0) &
+                              (static_cast<int32_t>(reset != 0.0f) |
+                               (static_cast<int32_t>(left == 0) &
+                                static_cast<int32_t>(v_old <= v_guard[i])));
+    const float ie = i_exc[i];
+    const float ii = i_inh[i];
+    const float inc_lin = Blend(reset, decay_r[i], decay_f[i]) *
+                              (Blend(reset, v_inf_r[i], v_inf_f[i]) - v_old) +
+                          Blend(reset, drift_r[i], drift_f[i]) +
+                          Blend(reset, ge_r[i], ge_f[i]) * ie -
+                          Blend(reset, gi_r[i], gi_f[i]) * ii + acc_v[i];
+    float inc = inc_lin;
+    float w_new = adapt[i];
+    if constexpr (kNonLinear) {
+      // CUBA only (COBA slots never take macro steps): N has no current
+      // terms.
+      const float exp_pref = Blend(reset, exp_pref_r[i], exp_pref_f[i]);
+      const float w_old = adapt[i];
+      const float a = adapt_a[i];
+      const float w_lin =
+          w_old * w_decay[i] + a * (v_old - adapt_v_ref[i]) * w_q1[i];
+      const float n0 = NonLinear(v_old, w_old, 0.0f, 0.0f, exp_pref, exp_v_t[i],
+                                 exp_inv_slope[i], exp_arg_max[i], inv_c[i],
+                                 0.0f, 0.0f, 0.0f, 0.0f);
+      const float inc_pred = inc_lin + Blend(reset, etd1_r[i], etd1_f[i]) * n0;
+      const float n1 = NonLinear(v_old + inc_pred, w_lin, 0.0f, 0.0f, exp_pref,
+                                 exp_v_t[i], exp_inv_slope[i], exp_arg_max[i],
+                                 inv_c[i], 0.0f, 0.0f, 0.0f, 0.0f);
+      inc = inc_pred + Blend(reset, etd2_r[i], etd2_f[i]) * (n1 - n0);
+      w_new = w_lin + a * inc * w_q2[i];
+    }
+    const float lo_inc = v_lo[i] + inc;
+    float v_new = v_old + lo_inc;
+    float lo_new = lo_inc - (v_new - v_old);
+    const float v_clamped =
+        v_new < model::kMembraneMinVolt
+            ? model::kMembraneMinVolt
+            : (v_new > model::kMembraneMaxVolt ? model::kMembraneMaxVolt
+                                               : v_new);
+    lo_new = v_clamped == v_new ? lo_new : 0.0f;
+    v_new = v_clamped;
+    const int32_t accept =
+        candidate & (static_cast<int32_t>(reset != 0.0f) |
+                     static_cast<int32_t>(v_new <= v_guard[i]));
+    // Commit by exact 0/1 blends (a ?: of loads would be control flow).
+    const float acc = static_cast<float>(accept);
+    float ie_next = acc_e[i];
+    float ii_next = acc_i[i];
+    ie_next = ie_next > model::kSynFlushAmp ? ie_next : 0.0f;
+    ii_next = ii_next > model::kSynFlushAmp ? ii_next : 0.0f;
+    const float v_end = Blend(acc, v_new, v_old);
+    v[i] = v_end;
+    v_prev[i] = v_end;
+    v_lo[i] = Blend(acc, lo_new, v_lo[i]);
+    adapt[i] = Blend(acc, w_new, adapt[i]);
+    i_exc[i] = Blend(acc, ie_next, ie);
+    i_inh[i] = Blend(acc, ii_next, ii);
+    const int32_t left_end = left > m ? left - m : 0;
+    refractory[i] = left - accept * (left - left_end);
+
+    fine[i] = static_cast<uint8_t>(accept == 0);
+  }
+}
+
+// Compact sub-networks are padded to a multiple of this many slots (AVX2
+// vector width in floats).
+constexpr size_t kPadSlots = 8;
+
+// The constants of the slots `list` (in that order) as a compact network
+// `sub`, so that the few neurons stepping tick by tick in macro-step mode run
+// through the same vectorised StepNeurons. Reuses sub's capacity: no
+// allocation once it has held all slots.
+void GatherConstants(const NeuronConstants& nc, const std::vector<int>& list,
+                     NeuronConstants& sub) {
+  const size_t k = list.size();
+  auto g = [&](const auto& src, auto& dst) {
+    dst.resize(k);
+    for (size_t q = 0; q < k; ++q) dst[q] = src[list[q]];
+  };
+  sub.num_slots = static_cast<int>(k);
+  sub.non_linear = nc.non_linear;
+  g(nc.node, sub.node);
+  for (int r = 0; r < kNumRegimes; ++r) {
+    g(nc.decay[r], sub.decay[r]);
+    g(nc.v_inf_volt[r], sub.v_inf_volt[r]);
+    g(nc.drift_volt[r], sub.drift_volt[r]);
+    g(nc.exc_gain_volt_per_amp[r], sub.exc_gain_volt_per_amp[r]);
+    g(nc.inh_gain_volt_per_amp[r], sub.inh_gain_volt_per_amp[r]);
+    g(nc.etd1_s[r], sub.etd1_s[r]);
+    g(nc.etd2_s[r], sub.etd2_s[r]);
+    g(nc.exp_pref_volt_per_s[r], sub.exp_pref_volt_per_s[r]);
+    g(nc.coba_exc[r], sub.coba_exc[r]);
+    g(nc.coba_inh[r], sub.coba_inh[r]);
+  }
+  g(nc.exp_v_t_volt, sub.exp_v_t_volt);
+  g(nc.exp_inv_slope_per_volt, sub.exp_inv_slope_per_volt);
+  g(nc.exp_arg_max, sub.exp_arg_max);
+  g(nc.coba_exc_rev_volt, sub.coba_exc_rev_volt);
+  g(nc.coba_inh_rev_volt, sub.coba_inh_rev_volt);
+  g(nc.adapt_a_siemens, sub.adapt_a_siemens);
+  g(nc.adapt_v_ref_volt, sub.adapt_v_ref_volt);
+  g(nc.adapt_decay, sub.adapt_decay);
+  g(nc.adapt_q1, sub.adapt_q1);
+  g(nc.adapt_q2, sub.adapt_q2);
+  g(nc.adapt_b_amp, sub.adapt_b_amp);
+  g(nc.inv_c_per_farad, sub.inv_c_per_farad);
+  g(nc.v_stiff_volt, sub.v_stiff_volt);
+  g(nc.stiff, sub.stiff);
+  g(nc.exc_decay, sub.exc_decay);
+  g(nc.inh_decay, sub.inh_decay);
+  g(nc.v_threshold_volt, sub.v_threshold_volt);
+  g(nc.refractory_steps, sub.refractory_steps);
+  g(nc.reset_release_steps, sub.reset_release_steps);
+  g(nc.noise_step_volt, sub.noise_step_volt);
+}
+
+// Copies the state of the slots `list` into / back from the compact `sub`.
+void GatherState(const NeuronState& st, int n, const std::vector<int>& list,
+                 NeuronState& sub) {
+  const size_t k = list.size();
+  auto g = [&](const auto& src, auto& dst) {
+    dst.resize(k);
+    for (size_t q = 0; q < k; ++q) dst[q] = src[list[q]];
+  };
+  g(st.v_volt, sub.v_volt);
+  g(st.v_prev_volt, sub.v_prev_volt);
+  g(st.v_lo_volt, sub.v_lo_volt);
+  g(st.adapt_amp, sub.adapt_amp);
+  g(st.refractory_left, sub.refractory_left);
+  g(st.noise_state, sub.noise_state);
+  sub.spiked.assign(k, 0);
+  sub.forced.assign(k, 0);
+  sub.current_amp.resize(2 * k);
+  for (size_t q = 0; q < k; ++q) {
+    sub.current_amp[q] = st.current_amp[list[q]];
+    sub.current_amp[k + q] = st.current_amp[n + list[q]];
+  }
+  sub.any_stiff = true;
+}
+
+// sub holds `k` slots (list may be shorter: padding is not written back).
+void ScatterState(const NeuronState& sub, int n, int k,
+                  const std::vector<int>& list, NeuronState& st) {
+  for (size_t q = 0; q < list.size(); ++q) {
+    const int i = list[q];
+    st.v_volt[i] = sub.v_volt[q];
+    st.v_prev_volt[i] = sub.v_prev_volt[q];
+    st.v_lo_volt[i] = sub.v_lo_volt[q];
+    st.adapt_amp[i] = sub.adapt_amp[q];
+    st.refractory_left[i] = sub.refractory_left[q];
+    st.noise_state[i] = sub.noise_state[q];
+    st.current_amp[i] = sub.current_amp[q];
+    st.current_amp[n + i] = sub.current_amp[k + q];
+  }
 }
 
 bool CancelRequested(const RunControl& control) {
@@ -169,10 +740,47 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
   const int64_t delay_steps = model::kOnChipDelayTicks * model::kStepsPerTick;
   const double runtime_ms =
       static_cast<double>(net.runtime_ticks) / kTicksPerMs;
+  // Macro steps need kStepsPerTick == 1 (one bin per step).
+  const int macro = model::kStepsPerTick == 1 ? net.macro_ticks : 1;
 
+  // Events of the current macro step, by step within it: bins[j] has the
+  // layout of current_amp (target index); forced_bins[j] the bypass flags.
+  std::vector<float> bins(static_cast<size_t>(macro) * 2 * n, 0.0f);
+  std::vector<uint8_t> forced_bins(static_cast<size_t>(macro) * n, 0);
+  std::vector<int> used;
+  used.reserve(macro);
+  std::vector<uint8_t> bin_used(macro, 0);
+  // bypass[t]: target t (Connectivity::target) fires on every event.
+  std::vector<uint8_t> bypass(2 * static_cast<size_t>(n), 0);
+  for (int i = 0; i < n; ++i) {
+    bypass[i] = nc.bypass_exc[i];
+    bypass[n + i] = nc.bypass_inh[i];
+  }
+  int bin = 0;  // bin of the step being delivered
   auto deliver = [&](int64_t node) {
-    for (int64_t e = conn.row_begin[node]; e < conn.row_begin[node + 1]; ++e) {
-      st.current_amp[conn.target[e]] += conn.amplitude_amp[e];
+    if (!bin_used[bin]) {
+      bin_used[bin] = 1;
+      used.push_back(bin);
+    }
+    float* __restrict b = bins.data() + static_cast<size_t>(bin) * 2 * n;
+    const int64_t e0 = conn.row_begin[node];
+    const int64_t e1 = conn.row_begin[node + 1];
+    if (conn.contiguous[node] && e1 > e0) {
+      float* __restrict dst = b + conn.target[e0];
+      const float* __restrict amp = conn.amplitude_amp.data() + e0;
+      const int64_t len_e = e1 - e0;
+      for (int64_t q = 0; q < len_e; ++q) dst[q] += amp[q];
+    } else {
+      for (int64_t e = e0; e < e1; ++e) {
+        b[conn.target[e]] += conn.amplitude_amp[e];
+      }
+    }
+    if (conn.any_bypass) {
+      uint8_t* __restrict f = forced_bins.data() + static_cast<size_t>(bin) * n;
+      for (int64_t e = e0; e < e1; ++e) {
+        const int32_t t = conn.target[e];
+        f[t < n ? t : t - n] |= bypass[t];
+      }
     }
   };
   auto has_targets = [&](int64_t node) {
@@ -216,101 +824,246 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
           static_cast<int>(num_samples / num_channels + 1));
     }
   }
+  size_t next_cadc = 0;
+  const uint64_t cadc_noise_key = random::Hash(
+      random::Key(random::Domain::kCadcNoise), net.seed, net.chip_id);
   const uint64_t madc_noise_key = random::Hash(
       random::Key(random::Domain::kMadcNoise), net.seed, net.chip_id);
 
-  for (int64_t step = 0; step < total_steps; ++step) {
-    if (step % model::kCancelPollSteps == 0 && CancelRequested(control)) {
-      const double done_ms =
-          static_cast<double>(std::max<int64_t>(0, step - net.warmup_steps)) /
-          (kTicksPerMs * model::kStepsPerTick);
-      return absl::CancelledError(absl::StrCat("run cancelled after ", done_ms,
-                                               " of ", runtime_ms,
-                                               " ms emulated time"));
+  std::vector<uint8_t> fine(n, 1);
+  NeuronConstants sub_nc;
+  NeuronState sub_st(nc);
+  std::vector<int> gather_list, gathered_list;
+  gather_list.reserve(n + kPadSlots);
+  gathered_list.reserve(n + kPadSlots);
+  std::vector<int> sub_pos(n, -1);
+  std::vector<int> fine_list;
+  fine_list.reserve(n);
+  int64_t next_poll = 0;
+  int64_t next_progress = net.warmup_steps + model::kProgressSteps;
+
+  for (int64_t step = 0; step < total_steps;) {
+    // Length of this macro step: up to `macro`, ending at the next CADC read
+    // (reads see the state at a macro-step boundary).
+    int64_t len = std::min<int64_t>(macro, total_steps - step);
+    // (The reads at this very step are taken below; the step ends at the
+    // first later one.)
+    for (size_t k = next_cadc; k < net.cadc_ticks.size(); ++k) {
+      const int64_t read_step =
+          net.warmup_steps + net.cadc_ticks[k] * model::kStepsPerTick;
+      if (read_step > step) {
+        len = std::min(len, read_step - step);
+        break;
+      }
     }
-    if (control.on_progress && step > net.warmup_steps &&
-        (step - net.warmup_steps) % model::kProgressSteps == 0) {
-      control.on_progress(static_cast<double>(step - net.warmup_steps) /
-                          (kTicksPerMs * model::kStepsPerTick));
+    const int m = static_cast<int>(len);
+
+    if (step >= next_poll) {
+      if (CancelRequested(control)) {
+        const double done_ms =
+            static_cast<double>(std::max<int64_t>(0, step - net.warmup_steps)) /
+            (kTicksPerMs * model::kStepsPerTick);
+        return absl::CancelledError(absl::StrCat("run cancelled after ",
+                                                 done_ms, " of ", runtime_ms,
+                                                 " ms emulated time"));
+      }
+      while (next_poll <= step) next_poll += model::kCancelPollSteps;
+    }
+    while (control.on_progress && step >= next_progress &&
+           next_progress < total_steps) {
+      control.on_progress(
+          static_cast<double>(next_progress - net.warmup_steps) /
+          (kTicksPerMs * model::kStepsPerTick));
+      next_progress += model::kProgressSteps;
     }
 
-    // 1. Events arriving now.
-    while (in_flight_head < in_flight.size() &&
-           in_flight[in_flight_head].first == step) {
-      deliver(in_flight[in_flight_head++].second);
+    // 0. CADC reads at the start of this step.
+    while (next_cadc < net.cadc_ticks.size() &&
+           net.warmup_steps +
+                   net.cadc_ticks[next_cadc] * model::kStepsPerTick ==
+               step) {
+      hxemu::v1::CadcRead* read = result.add_cadc_reads();
+      read->set_time_ticks(static_cast<uint64_t>(net.cadc_ticks[next_cadc]));
+      read->mutable_codes()->Reserve(n);
+      for (int s = 0; s < n; ++s) {
+        const double volt = static_cast<double>(st.v_volt[s]) + st.v_lo_volt[s];
+        const double noise_lsb =
+            !net.cadc_noise ? 0.0
+                            : model::kCadcNoiseLsb *
+                                  random::Gaussian(random::Hash(
+                                      cadc_noise_key, next_cadc,
+                                      static_cast<uint64_t>(nc.circuit[s])));
+        read->add_codes(static_cast<uint32_t>(std::clamp<int64_t>(
+            std::llround((volt - model::kCadcBaseVolt) *
+                             net.cadc_lsb_per_volt[s] +
+                         net.cadc_offset_lsb[s] + noise_lsb),
+            0, kCadcMaxCode)));
+      }
+      ++next_cadc;
+    }
+
+    // 1. External events of the whole macro step into their bins (on-chip
+    // events only with macro == 1, where they arrive at this step).
+    for (int j = 0; j < m; ++j) {
+      bin = j;
+      const int64_t s = step + j;
+      while (in_flight_head < in_flight.size() &&
+             in_flight[in_flight_head].first == s) {
+        deliver(in_flight[in_flight_head++].second);
+      }
+      while (next_input < net.input_spikes.size() &&
+             net.input_spikes[next_input].step == s) {
+        const int32_t node = net.input_spikes[next_input++].node;
+        deliver(node);
+        if (!record_spike(node, s / model::kStepsPerTick)) {
+          return too_many_spikes();
+        }
+      }
     }
     if (in_flight_head == in_flight.size()) {
       in_flight.clear();
       in_flight_head = 0;
     }
-    while (next_input < net.input_spikes.size() &&
-           net.input_spikes[next_input].step == step) {
-      const int32_t node = net.input_spikes[next_input++].node;
-      deliver(node);
-      if (!record_spike(node, step / model::kStepsPerTick)) {
-        return too_many_spikes();
+    std::sort(used.begin(), used.end());
+
+    // 2. Macro step of the neurons far from threshold; the others are fine.
+    fine_list.clear();
+    if (macro > 1) {
+      NoiseKick(nc, st, m);
+      if (nc.non_linear) {
+        CoarseStep<true>(nc, st, m, bins.data(), used.data(),
+                         static_cast<int>(used.size()), fine.data());
+      } else {
+        CoarseStep<false>(nc, st, m, bins.data(), used.data(),
+                          static_cast<int>(used.size()), fine.data());
+      }
+      for (int i = 0; i < n; ++i) {
+        if (fine[i]) fine_list.push_back(i);
       }
     }
+    const bool all_fine = macro == 1;
+    const float noise_scale = all_fine ? 1.0f : 0.0f;
+    const int num_fine = all_fine ? n : static_cast<int>(fine_list.size());
 
-    // 2. Neurons.
-    if (StepNeurons(nc, st)) {
-      // 3. Spikes.
-      for (int i = 0; i < n; ++i) {
-        if (!st.spiked[i]) continue;
-        const float v_old = st.v_prev_volt[i];
-        const float v_new = st.v_volt[i];
-        const float v_th = nc.v_threshold_volt[i];
-        const double fraction =
-            v_old < v_th ? static_cast<double>(v_th - v_old) / (v_new - v_old)
-                         : 0.0;
-        const int64_t tick = static_cast<int64_t>(std::floor(
-            (static_cast<double>(step) + fraction) / model::kStepsPerTick));
-        if (!record_spike(nc.node[i], tick)) return too_many_spikes();
-        if (has_targets(nc.node[i])) {
-          in_flight.push_back({step + delay_steps, nc.node[i]});
+    // 3. The fine neurons tick by tick (and the MADC). In macro-step mode
+    // they are gathered into the compact network `sub` first, so that the
+    // vectorised step runs over them only.
+    const bool madc_in_range = next_sample.step < step + len;
+    if (num_fine > 0 || madc_in_range) {
+      int k = num_fine;
+      if (!all_fine) {
+        // Padded to whole vectors (copies of the last slot, computed but
+        // never recorded or written back), so no scalar remainder loop
+        // runs; the constants are gathered again only when the set changed.
+        gather_list.assign(fine_list.begin(), fine_list.end());
+        while (!gather_list.empty() && gather_list.size() % kPadSlots != 0) {
+          gather_list.push_back(gather_list.back());
+        }
+        if (gather_list != gathered_list) {
+          GatherConstants(nc, gather_list, sub_nc);
+          gathered_list = gather_list;
+        }
+        GatherState(st, n, gather_list, sub_st);
+        for (int q = 0; q < num_fine; ++q) sub_pos[fine_list[q]] = q;
+        k = static_cast<int>(gather_list.size());
+      }
+      const NeuronConstants& fnc = all_fine ? nc : sub_nc;
+      NeuronState& fst = all_fine ? st : sub_st;
+      for (int j = 0; j < m; ++j) {
+        const int64_t s = step + j;
+        if (bin_used[j]) {
+          const float* b = bins.data() + static_cast<size_t>(j) * 2 * n;
+          const uint8_t* f = forced_bins.data() + static_cast<size_t>(j) * n;
+          for (int q = 0; q < k; ++q) {
+            const int i = all_fine ? q : gather_list[q];
+            fst.current_amp[q] += b[i];
+            fst.current_amp[k + q] += b[n + i];
+            fst.forced[q] |= f[i];
+          }
+        }
+        const bool any_spike =
+            fnc.non_linear ? StepNeurons<true>(fnc, fst, k, noise_scale)
+                           : StepNeurons<false>(fnc, fst, k, noise_scale);
+        if (any_spike) {
+          for (int q = 0; q < num_fine; ++q) {
+            if (!fst.spiked[q]) continue;
+            const float v_old = fst.v_prev_volt[q];
+            const float v_new = fst.v_volt[q];
+            const float v_th = fnc.v_threshold_volt[q];
+            // A bypass spike is sent at the start of the step of its event.
+            const double fraction =
+                fst.forced[q] == 0 && v_old < v_th
+                    ? static_cast<double>(v_th - v_old) / (v_new - v_old)
+                    : 0.0;
+            const int64_t tick = static_cast<int64_t>(std::floor(
+                (static_cast<double>(s) + fraction) / model::kStepsPerTick));
+            if (!record_spike(fnc.node[q], tick)) return too_many_spikes();
+            if (has_targets(fnc.node[q])) {
+              in_flight.push_back({s + delay_steps, fnc.node[q]});
+            }
+          }
+        }
+        std::fill(fst.forced.begin(), fst.forced.begin() + k, 0);
+
+        // 4. MADC (its neurons are always among the fine ones).
+        if (s == next_sample.step) {
+          const MadcChannel& ch = net.madc[sample % num_channels];
+          const int sl = all_fine ? ch.slot : sub_pos[ch.slot];
+          double volt;
+          switch (ch.observable) {
+            case hxemu::v1::OBSERVABLE_EXC_SYNIN:
+              volt = model::kSynInReadoutBaseVolt +
+                     fst.current_amp[sl] * model::kSynInReadoutVoltPerAmp;
+              break;
+            case hxemu::v1::OBSERVABLE_INH_SYNIN:
+              volt = model::kSynInReadoutBaseVolt +
+                     fst.current_amp[k + sl] * model::kSynInReadoutVoltPerAmp;
+              break;
+            case hxemu::v1::OBSERVABLE_ADAPTATION:
+              volt = model::kAdaptReadoutBaseVolt +
+                     fst.adapt_amp[sl] * model::kAdaptReadoutVoltPerAmp;
+              break;
+            default:  // OBSERVABLE_V (validation admits nothing else)
+              volt =
+                  fst.v_prev_volt[sl] +
+                  (fst.v_volt[sl] - fst.v_prev_volt[sl]) * next_sample.fraction;
+              break;
+          }
+          const double noise_lsb =
+              !net.madc_noise
+                  ? 0.0
+                  : model::kMadcNoiseLsb *
+                        random::Gaussian(random::Hash(
+                            madc_noise_key, static_cast<uint64_t>(sample)));
+          const int64_t code =
+              std::clamp<int64_t>(std::llround(volt * net.madc_lsb_per_volt +
+                                               net.madc_offset_lsb + noise_lsb),
+                                  0, kMadcMaxCode);
+          const int64_t time_ns = sample * kMadcSamplePeriodNs;
+          hxemu::v1::Trace* trace =
+              result.mutable_traces(static_cast<int>(sample % num_channels));
+          trace->add_times_ticks(static_cast<uint64_t>(time_ns / kTickNs));
+          trace->add_codes(static_cast<uint32_t>(code));
+          ++sample;
+          const int64_t next_ns = sample * kMadcSamplePeriodNs;
+          next_sample =
+              next_ns < runtime_ns
+                  ? SampleAt(net.warmup_steps, next_ns)
+                  : SamplePoint{std::numeric_limits<int64_t>::max(), 0.0f};
         }
       }
+      if (!all_fine) ScatterState(sub_st, n, k, fine_list, st);
     }
 
-    // 4. MADC.
-    if (step == next_sample.step) {
-      const MadcChannel& ch = net.madc[sample % num_channels];
-      const int s = ch.slot;
-      double volt;
-      switch (ch.observable) {
-        case hxemu::v1::OBSERVABLE_EXC_SYNIN:
-          volt = model::kSynInReadoutBaseVolt +
-                 st.current_amp[s] * model::kSynInReadoutVoltPerAmp;
-          break;
-        case hxemu::v1::OBSERVABLE_INH_SYNIN:
-          volt = model::kSynInReadoutBaseVolt +
-                 st.current_amp[n + s] * model::kSynInReadoutVoltPerAmp;
-          break;
-        default:  // OBSERVABLE_V (validation admits nothing else)
-          volt = st.v_prev_volt[s] +
-                 (st.v_volt[s] - st.v_prev_volt[s]) * next_sample.fraction;
-          break;
-      }
-      const double noise_lsb =
-          model::kMadcNoiseLsb *
-          random::Gaussian(
-              random::Hash(madc_noise_key, static_cast<uint64_t>(sample)));
-      const int64_t code =
-          std::clamp<int64_t>(std::llround(volt * net.madc_lsb_per_volt +
-                                           net.madc_offset_lsb + noise_lsb),
-                              0, kMadcMaxCode);
-      const int64_t time_ns = sample * kMadcSamplePeriodNs;
-      hxemu::v1::Trace* trace =
-          result.mutable_traces(static_cast<int>(sample % num_channels));
-      trace->add_times_ticks(static_cast<uint64_t>(time_ns / kTickNs));
-      trace->add_codes(static_cast<uint32_t>(code));
-      ++sample;
-      const int64_t next_ns = sample * kMadcSamplePeriodNs;
-      next_sample =
-          next_ns < runtime_ns
-              ? SampleAt(net.warmup_steps, next_ns)
-              : SamplePoint{std::numeric_limits<int64_t>::max(), 0.0f};
+    // 5. Empty the bins of this macro step.
+    for (int j : used) {
+      std::fill_n(bins.begin() + static_cast<ptrdiff_t>(j) * 2 * n, 2 * n,
+                  0.0f);
+      std::fill_n(forced_bins.begin() + static_cast<ptrdiff_t>(j) * n, n, 0);
+      bin_used[j] = 0;
     }
+    used.clear();
+    step += len;
   }
   if (control.on_progress) control.on_progress(runtime_ms);
   return absl::OkStatus();

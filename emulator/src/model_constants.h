@@ -78,6 +78,65 @@ inline constexpr float kSynFlushAmp = 1e-15f;
 // i.e. +0.44 V on a 10 us / 2.3 pF membrane).
 inline constexpr double kOffsetAmpPerLsb = 0.1e-9;
 
+// ---- AdEx exponential term (exponential_*) ---------------------------------
+// I_exp = g_leak Delta_T exp((V - V_T) / Delta_T); V_T = exponential_v_exp
+// through the threshold transfer (0.25 V + code x 1.25 mV); Delta_T =
+// exponential_i_bias x this [V] (500 -> 10 mV, 1022 -> 20.4 mV; 0 = no term).
+inline constexpr double kExpSlopeVoltPerLsb = 20e-6;
+// The exponent is clamped to at most this (numerical safety, NEST-style):
+// the exponential current saturates at g_leak Delta_T e^10.
+inline constexpr float kExpArgMax = 10.0f;
+// ... and to at least this (keeps exp() away from denormals).
+inline constexpr float kExpArgMin = -80.0f;
+
+// Stiff steps: a step whose start lies where the exponential term's rate
+// g_leak / C exp((V - V_T) / Delta_T) exceeds kStiffRatePerStep / dt is
+// recomputed with adaptive sub-steps of at most kSubStepRate / rate (ETD2 in
+// double), at least kMinSubStepS long. Away from the upswing the plain 8 ns
+// ETD2 step is accurate (local error ~ (rate dt)^3).
+inline constexpr double kStiffRatePerStep = 0.05;
+inline constexpr double kSubStepRate = 0.1;
+inline constexpr double kMinSubStepS = 8e-9 / 4096;
+
+// Macro steps (engine.cc): without on-chip recurrent connections, a neuron
+// far from its threshold advances kMacroTicks ticks at once (exact for the
+// linear part, events at their ticks; ETD2 for the rest). Far means: not
+// refractory (or in the reset for the whole macro step), and V at both ends
+// at most min(V_th - kCoarseThresholdMarginVolt, the potential where the
+// exponential term's rate x macro step = kCoarseRate). A macro step that
+// would end above that is not taken (the neuron steps tick by tick), so a
+// threshold crossing is never skipped: above V_th the membrane keeps rising
+// (no reset in a macro step).
+inline constexpr int kMacroTicks = 32;
+inline constexpr double kCoarseThresholdMarginVolt = 2e-3;
+inline constexpr double kCoarseRate = 0.02;
+
+// ---- Adaptation (adaptation_*) ---------------------------------------------
+// tau_w dw/dt = a (V - V_ref) - w;  C dV/dt -= w;  on a spike w += b.
+// V_ref = adaptation_v_ref through the leak transfer.
+// tau_w = kAdaptTauSecondLsb / max(adaptation_i_bias_tau, 1) [s]
+// (1022 -> 19.6 us, 200 -> 100 us, 20 -> 1 ms).
+inline constexpr double kAdaptTauSecondLsb = 20e-3;
+// a = adaptation_i_bias_a x this [S] (x -1 with adaptation_invert_a)
+// (1022 -> 102 nS).
+inline constexpr double kAdaptSiemensPerLsb = 0.1e-9;
+// b = adaptation_i_bias_b x this [A] (x -1 with adaptation_invert_b; 0
+// unless adaptation_enable_pulse) (1022 -> 10.2 nA).
+inline constexpr double kAdaptAmpPerLsb = 10e-12;
+// OBSERVABLE_ADAPTATION: V = base + w x transimpedance (w = 0 -> 512 LSB;
+// +-10 nA -> +-200 mV).
+inline constexpr double kAdaptReadoutBaseVolt = 0.6;
+inline constexpr double kAdaptReadoutVoltPerAmp = 20e-3 / 1e-9;  // 20 mV/nA
+
+// ---- COBA synaptic input (*_input_enable_coba_mode) -------------------------
+// The synaptic current is modulated by the distance to the reversal
+// potential E_rev (= *_v_rev_coba through the leak transfer):
+//   excitatory  I = I_exc x max(0, (E_rev,exc - V) / V_coba)
+//   inhibitory  I = I_inh x max(0, (V - E_rev,inh) / V_coba)
+// with V_coba = kCobaVoltLsb / *_i_bias_coba [V] (300 -> 0.3 V: the CUBA
+// amplitude 0.3 V away from E_rev; 0 -> no input at all).
+inline constexpr double kCobaVoltLsb = 90.0;
+
 // ---- Refractory / reset ----------------------------------------------------
 
 // Refractory clock period (clock scale 0, both "slow" and "fast") [ticks].
@@ -95,6 +154,13 @@ inline constexpr double kCapacitanceSigma = 0.02;
 inline constexpr double kSynTauSigma = 0.08;
 inline constexpr double kSynGmSigma = 0.08;
 inline constexpr double kOffsetCurrentSigma = 0.08;
+// Per-synapse weight (synapse DAC) gain, per (chip, hemisphere, row, column).
+inline constexpr double kSynapseWeightSigma = 0.05;
+// Delta_T, tau_w, a, b, V_coba.
+inline constexpr double kExpSlopeSigma = 0.08;
+inline constexpr double kAdaptTauSigma = 0.08;
+inline constexpr double kAdaptStrengthSigma = 0.08;
+inline constexpr double kCobaSigma = 0.08;
 // Chip-level MADC readout mismatch.
 inline constexpr double kMadcGainSigma = 0.01;
 inline constexpr double kMadcOffsetSigmaLsb = 2.0;
@@ -119,5 +185,14 @@ inline constexpr double kMadcFullScaleVolt = 1.2;
 // EXC_SYNIN / INH_SYNIN: V = base + I_syn * transimpedance.
 inline constexpr double kSynInReadoutBaseVolt = 0.3;
 inline constexpr double kSynInReadoutVoltPerAmp = 20e-3 / 1e-9;  // 20 mV/nA
+
+// CADC (8 bit, one channel per circuit): code = (V - base) / per_lsb, with
+// per-circuit gain and offset mismatch and per-read noise, clipped to
+// 0..255. 0.1 V -> 0, 0.42 V -> 80, 0.38 V -> 70, 0.6 V -> 125, 1.12 V -> 255.
+inline constexpr double kCadcBaseVolt = 0.1;
+inline constexpr double kCadcVoltPerLsb = 4e-3;
+inline constexpr double kCadcGainSigma = 0.02;
+inline constexpr double kCadcOffsetSigmaLsb = 3.0;
+inline constexpr double kCadcNoiseLsb = 0.6;
 
 }  // namespace hxemu::emulator::model

@@ -41,31 +41,54 @@ enum class Quantity : uint64_t {
   kExcGm = 11,
   kInhGm = 12,
   kOffsetCurrent = 13,
+  kExpVoltOffset = 14,
+  kExpVoltGain = 15,
+  kExpSlope = 16,
+  kAdaptRefVoltOffset = 17,
+  kAdaptRefVoltGain = 18,
+  kAdaptTau = 19,
+  kAdaptA = 20,
+  kAdaptB = 21,
+  kExcCobaVoltOffset = 22,
+  kExcCobaVoltGain = 23,
+  kInhCobaVoltOffset = 24,
+  kInhCobaVoltGain = 25,
+  kExcCoba = 26,
+  kInhCoba = 27,
+  kCadcGain = 28,
+  kCadcOffset = 29,
+};
+
+// Whose fixed pattern: the chip, or none (ModelOptions::mismatch off).
+struct Mismatch {
+  uint32_t chip_id;
+  bool enabled;
 };
 
 // Clipped standard normal of (chip, circuit, quantity): the chip's fixed
 // pattern. Independent of the experiment, the seed and the other circuits.
-double MismatchNormal(uint32_t chip_id, int circuit, Quantity q) {
+double MismatchNormal(const Mismatch& mm, int circuit, Quantity q) {
+  if (!mm.enabled) return 0.0;
+  const uint32_t chip_id = mm.chip_id;
   const double z = random::Gaussian(
       random::Hash(random::Key(random::Domain::kMismatch), chip_id,
                    static_cast<uint64_t>(circuit), static_cast<uint64_t>(q)));
   return std::clamp(z, -model::kMismatchClipSigma, model::kMismatchClipSigma);
 }
 
-double GainFactor(uint32_t chip_id, int circuit, Quantity q, double sigma) {
-  return 1.0 + sigma * MismatchNormal(chip_id, circuit, q);
+double GainFactor(const Mismatch& mm, int circuit, Quantity q, double sigma) {
+  return 1.0 + sigma * MismatchNormal(mm, circuit, q);
 }
 
 // Nominal voltage DAC transfer with per-circuit gain (on the code-dependent
 // part) and offset mismatch [V].
-double VoltageDac(uint32_t chip_id, int circuit, int32_t code,
+double VoltageDac(const Mismatch& mm, int circuit, int32_t code,
                   double offset_volt, double volt_per_lsb, Quantity offset_q,
                   Quantity gain_q) {
   return offset_volt +
          code * volt_per_lsb *
-             GainFactor(chip_id, circuit, gain_q, model::kVoltageGainSigma) +
-         model::kVoltageOffsetSigmaVolt *
-             MismatchNormal(chip_id, circuit, offset_q);
+             GainFactor(mm, circuit, gain_q, model::kVoltageGainSigma) +
+         model::kVoltageOffsetSigmaVolt * MismatchNormal(mm, circuit, offset_q);
 }
 
 double SwitchFactor(bool multiply, bool divide) {
@@ -128,7 +151,7 @@ constexpr SynInParameters kInhibitoryInput = {
     Quantity::kInhGm};
 
 SynapticInput LowerSynapticInput(const ParameterValues& v,
-                                 const SynInParameters& p, uint32_t chip_id,
+                                 const SynInParameters& p, const Mismatch& mm,
                                  int circuit) {
   auto get = [&](NeuronParameter q) { return v[static_cast<int>(q)]; };
   // Without the small-capacitance switch the line has a larger capacitor:
@@ -139,13 +162,11 @@ SynapticInput LowerSynapticInput(const ParameterValues& v,
   SynapticInput in;
   in.tau_s = model::kSynTauSecondLsb / std::max(get(p.i_bias_tau), 1) *
              (get(p.high_resistance) ? model::kSynHighResistanceFactor : 1.0) *
-             cap_factor *
-             GainFactor(chip_id, circuit, p.tau_q, model::kSynTauSigma);
+             cap_factor * GainFactor(mm, circuit, p.tau_q, model::kSynTauSigma);
   in.amp_per_weight =
       get(p.enable)
           ? model::kSynAmpPerWeightGm * get(p.i_bias_gm) *
-                GainFactor(chip_id, circuit, p.gm_q, model::kSynGmSigma) /
-                cap_factor
+                GainFactor(mm, circuit, p.gm_q, model::kSynGmSigma) / cap_factor
           : 0.0;
   return in;
 }
@@ -155,56 +176,118 @@ struct LoweredNeuron {
 };
 
 // Fills slot `s` of `nc` for neuron values `v` on `circuit`.
-LoweredNeuron LowerNeuron(const ParameterValues& v, uint32_t chip_id,
+LoweredNeuron LowerNeuron(const ParameterValues& v, const Mismatch& mm,
                           int circuit, int s, NeuronConstants& nc) {
   auto get = [&](NeuronParameter q) { return v[static_cast<int>(q)]; };
   using P = NeuronParameter;
   const double v_leak =
-      VoltageDac(chip_id, circuit, get(P::leak_v_leak), model::kLeakOffsetVolt,
+      VoltageDac(mm, circuit, get(P::leak_v_leak), model::kLeakOffsetVolt,
                  model::kLeakVoltPerLsb, Quantity::kLeakVoltOffset,
                  Quantity::kLeakVoltGain);
   const double v_reset =
-      VoltageDac(chip_id, circuit, get(P::reset_v_reset),
-                 model::kResetOffsetVolt, model::kResetVoltPerLsb,
-                 Quantity::kResetVoltOffset, Quantity::kResetVoltGain);
+      VoltageDac(mm, circuit, get(P::reset_v_reset), model::kResetOffsetVolt,
+                 model::kResetVoltPerLsb, Quantity::kResetVoltOffset,
+                 Quantity::kResetVoltGain);
   const double v_threshold =
-      VoltageDac(chip_id, circuit, get(P::threshold_v_threshold),
+      VoltageDac(mm, circuit, get(P::threshold_v_threshold),
                  model::kThresholdOffsetVolt, model::kThresholdVoltPerLsb,
                  Quantity::kThresholdVoltOffset, Quantity::kThresholdVoltGain);
   const double g_leak_siemens =
       get(P::leak_i_bias) * model::kLeakSiemensPerLsb *
       SwitchFactor(get(P::leak_enable_multiplication),
                    get(P::leak_enable_division)) *
-      GainFactor(chip_id, circuit, Quantity::kLeakConductance,
+      GainFactor(mm, circuit, Quantity::kLeakConductance,
                  model::kConductanceSigma);
   const double g_reset_siemens =
       get(P::reset_i_bias) * model::kResetSiemensPerLsb *
       SwitchFactor(get(P::reset_enable_multiplication),
                    get(P::reset_enable_division)) *
-      GainFactor(chip_id, circuit, Quantity::kResetConductance,
+      GainFactor(mm, circuit, Quantity::kResetConductance,
                  model::kConductanceSigma);
   const double c_farad =
       (model::kCapacitanceBaseFarad + get(P::membrane_capacitance_capacitance) *
                                           model::kCapacitanceFaradPerLsb) *
-      GainFactor(chip_id, circuit, Quantity::kCapacitance,
-                 model::kCapacitanceSigma);
+      GainFactor(mm, circuit, Quantity::kCapacitance, model::kCapacitanceSigma);
   double i_offset_amp = 0.0;
   if (get(P::constant_current_enable)) {
     i_offset_amp = get(P::constant_current_i_offset) * model::kOffsetAmpPerLsb *
-                   GainFactor(chip_id, circuit, Quantity::kOffsetCurrent,
+                   GainFactor(mm, circuit, Quantity::kOffsetCurrent,
                               model::kOffsetCurrentSigma) *
                    (get(P::constant_current_type) == 1 ? -1.0 : 1.0);
   }
   LoweredNeuron out;
-  out.exc = LowerSynapticInput(v, kExcitatoryInput, chip_id, circuit);
-  out.inh = LowerSynapticInput(v, kInhibitoryInput, chip_id, circuit);
+  out.exc = LowerSynapticInput(v, kExcitatoryInput, mm, circuit);
+  out.inh = LowerSynapticInput(v, kInhibitoryInput, mm, circuit);
+
+  // Exponential term: V_T through the threshold transfer, Delta_T from the
+  // bias (0: no term).
+  const double v_exp =
+      VoltageDac(mm, circuit, get(P::exponential_v_exp),
+                 model::kThresholdOffsetVolt, model::kThresholdVoltPerLsb,
+                 Quantity::kExpVoltOffset, Quantity::kExpVoltGain);
+  const double delta_t = get(P::exponential_enable)
+                             ? get(P::exponential_i_bias) *
+                                   model::kExpSlopeVoltPerLsb *
+                                   GainFactor(mm, circuit, Quantity::kExpSlope,
+                                              model::kExpSlopeSigma)
+                             : 0.0;
+  // Adaptation.
+  const bool adapt = get(P::adaptation_enable);
+  const double v_adapt_ref =
+      VoltageDac(mm, circuit, get(P::adaptation_v_ref), model::kLeakOffsetVolt,
+                 model::kLeakVoltPerLsb, Quantity::kAdaptRefVoltOffset,
+                 Quantity::kAdaptRefVoltGain);
+  const double tau_w_s =
+      model::kAdaptTauSecondLsb / std::max(get(P::adaptation_i_bias_tau), 1) *
+      GainFactor(mm, circuit, Quantity::kAdaptTau, model::kAdaptTauSigma);
+  const double adapt_a_siemens =
+      adapt ? get(P::adaptation_i_bias_a) * model::kAdaptSiemensPerLsb *
+                  GainFactor(mm, circuit, Quantity::kAdaptA,
+                             model::kAdaptStrengthSigma) *
+                  (get(P::adaptation_invert_a) ? -1.0 : 1.0)
+            : 0.0;
+  const double adapt_b_amp =
+      adapt && get(P::adaptation_enable_pulse)
+          ? get(P::adaptation_i_bias_b) * model::kAdaptAmpPerLsb *
+                GainFactor(mm, circuit, Quantity::kAdaptB,
+                           model::kAdaptStrengthSigma) *
+                (get(P::adaptation_invert_b) ? -1.0 : 1.0)
+          : 0.0;
+  // COBA: modulation slope 1 / V_coba [1/V] and reversal potentials.
+  auto coba_slope = [&](NeuronParameter mode, NeuronParameter bias,
+                        Quantity q) {
+    return get(mode) ? get(bias) / model::kCobaVoltLsb *
+                           GainFactor(mm, circuit, q, model::kCobaSigma)
+                     : 0.0;
+  };
+  const double coba_exc_per_volt =
+      coba_slope(P::excitatory_input_enable_coba_mode,
+                 P::excitatory_input_i_bias_coba, Quantity::kExcCoba);
+  const double coba_inh_per_volt =
+      coba_slope(P::inhibitory_input_enable_coba_mode,
+                 P::inhibitory_input_i_bias_coba, Quantity::kInhCoba);
+  const double e_rev_exc =
+      VoltageDac(mm, circuit, get(P::excitatory_input_v_rev_coba),
+                 model::kLeakOffsetVolt, model::kLeakVoltPerLsb,
+                 Quantity::kExcCobaVoltOffset, Quantity::kExcCobaVoltGain);
+  const double e_rev_inh =
+      VoltageDac(mm, circuit, get(P::inhibitory_input_v_rev_coba),
+                 model::kLeakOffsetVolt, model::kLeakVoltPerLsb,
+                 Quantity::kInhCobaVoltOffset, Quantity::kInhCobaVoltGain);
 
   const double dt = model::kStepS;
   const bool pause = get(P::refractory_period_enable_pause);
+  StiffConstants& sc = nc.stiff[s];
   for (int k = 0; k < kNumRegimes; ++k) {
     const double g_reset = k == kReset ? g_reset_siemens : 0.0;
     const double g = g_leak_siemens + g_reset;
     const double lambda = g / c_farad;  // [1/s]
+    sc.lambda_per_s[k] = lambda;
+    sc.v_inf_volt[k] =
+        g > 0.0
+            ? (g_leak_siemens * v_leak + g_reset * v_reset + i_offset_amp) / g
+            : 0.0;
+    sc.drift_volt_per_s[k] = g > 0.0 ? 0.0 : i_offset_amp / c_farad;
     nc.decay[k][s] = static_cast<float>(-std::expm1(-lambda * dt));
     if (g > 0.0) {
       nc.v_inf_volt[k][s] = static_cast<float>(
@@ -214,19 +297,105 @@ LoweredNeuron LowerNeuron(const ParameterValues& v, uint32_t chip_id,
       nc.v_inf_volt[k][s] = 0.0f;
       nc.drift_volt[k][s] = static_cast<float>(i_offset_amp * dt / c_farad);
     }
-    // enable_pause gates the synaptic input while the reset is on.
+    // ETD weights of the non-linear currents: phi_1 and phi_2 of -lambda dt
+    // (times dt).
+    const double x = lambda * dt;
+    nc.etd1_s[k][s] =
+        static_cast<float>(x > 1e-6 ? -std::expm1(-x) / lambda : dt);
+    nc.etd2_s[k][s] = static_cast<float>(
+        x > 1e-4 ? dt * (std::expm1(-x) + x) / (x * x) : dt * (0.5 - x / 6.0));
+    // enable_pause gates the synaptic input and the exponential term while
+    // the reset is on.
     const bool gated = pause && k == kReset;
+    // COBA inputs go through the non-linear part instead of the exact
+    // kernel.
     nc.exc_gain_volt_per_amp[k][s] =
-        gated
+        gated || get(P::excitatory_input_enable_coba_mode)
             ? 0.0f
             : static_cast<float>(
                   ExpKernelIntegral(lambda, 1.0 / out.exc.tau_s, dt) / c_farad);
     nc.inh_gain_volt_per_amp[k][s] =
-        gated
+        gated || get(P::inhibitory_input_enable_coba_mode)
             ? 0.0f
             : static_cast<float>(
                   ExpKernelIntegral(lambda, 1.0 / out.inh.tau_s, dt) / c_farad);
+    nc.coba_exc[k][s] =
+        gated ? 0.0f : static_cast<float>(coba_exc_per_volt / c_farad);
+    nc.coba_inh[k][s] =
+        gated ? 0.0f : static_cast<float>(coba_inh_per_volt / c_farad);
+    nc.exp_pref_volt_per_s[k][s] =
+        gated || delta_t <= 0.0
+            ? 0.0f
+            : static_cast<float>(g_leak_siemens * delta_t / c_farad);
+    sc.exc_gain_volt_per_amp_s[k] =
+        gated || get(P::excitatory_input_enable_coba_mode) ? 0.0
+                                                           : 1.0 / c_farad;
+    sc.inh_gain_volt_per_amp_s[k] =
+        gated || get(P::inhibitory_input_enable_coba_mode) ? 0.0
+                                                           : 1.0 / c_farad;
+    sc.exp_pref_volt_per_s[k] =
+        gated || delta_t <= 0.0 ? 0.0 : g_leak_siemens * delta_t / c_farad;
+    sc.coba_exc[k] = gated ? 0.0 : coba_exc_per_volt / c_farad;
+    sc.coba_inh[k] = gated ? 0.0 : coba_inh_per_volt / c_farad;
   }
+  sc.mu_exc_per_s = 1.0 / out.exc.tau_s;
+  sc.mu_inh_per_s = 1.0 / out.inh.tau_s;
+  sc.exp_v_t_volt = v_exp;
+  sc.exp_inv_slope_per_volt = delta_t > 0.0 ? 1.0 / delta_t : 0.0;
+  sc.e_exc_volt = e_rev_exc;
+  sc.e_inh_volt = e_rev_inh;
+  sc.adapt_a_siemens = adapt_a_siemens;
+  sc.adapt_v_ref_volt = v_adapt_ref;
+  sc.adapt_rate_per_s = adapt ? 1.0 / tau_w_s : 0.0;
+  sc.inv_c_per_farad = 1.0 / c_farad;
+  // Stiff region: g_leak / C exp(arg) dt > kStiffRatePerStep, i.e. arg >
+  // log(kStiffRatePerStep C / (g_leak dt)). Above the exponent's clamp the
+  // term is constant (not stiff), so no refinement is needed there.
+  nc.v_stiff_volt[s] = std::numeric_limits<float>::infinity();
+  if (delta_t > 0.0 && g_leak_siemens > 0.0) {
+    const double arg_stiff =
+        std::log(model::kStiffRatePerStep * c_farad / (g_leak_siemens * dt));
+    const double arg_max =
+        get(P::threshold_enable)
+            ? std::min<double>(model::kExpArgMax,
+                               (v_threshold - v_exp) / delta_t)
+            : model::kExpArgMax;
+    sc.exp_arg_max = arg_max;
+    if (arg_stiff < arg_max) {
+      nc.v_stiff_volt[s] = static_cast<float>(v_exp + arg_stiff * delta_t);
+    }
+  } else {
+    sc.exp_arg_max = model::kExpArgMax;
+  }
+  nc.exp_v_t_volt[s] = static_cast<float>(v_exp);
+  nc.exp_inv_slope_per_volt[s] =
+      delta_t > 0.0 ? static_cast<float>(1.0 / delta_t) : 0.0f;
+  // NEST-style numerical safety: V enters the exponent at most at the
+  // threshold (V_peak = V_th), and the exponent is at most kExpArgMax.
+  nc.exp_arg_max[s] =
+      delta_t > 0.0 && get(P::threshold_enable)
+          ? static_cast<float>(std::min<double>(
+                model::kExpArgMax, (v_threshold - v_exp) / delta_t))
+          : model::kExpArgMax;
+  nc.coba_exc_rev_volt[s] = static_cast<float>(e_rev_exc);
+  nc.coba_inh_rev_volt[s] = static_cast<float>(e_rev_inh);
+  // w' = w e^-alpha + a (V - V_ref) (1 - e^-alpha)
+  //      + a (V' - V) (e^-alpha - 1 + alpha) / alpha,   alpha = dt / tau_w.
+  const double alpha = dt / tau_w_s;
+  nc.adapt_a_siemens[s] = static_cast<float>(adapt_a_siemens);
+  nc.adapt_v_ref_volt[s] = static_cast<float>(v_adapt_ref);
+  nc.adapt_decay[s] = adapt ? static_cast<float>(std::exp(-alpha)) : 1.0f;
+  nc.adapt_q1[s] = static_cast<float>(-std::expm1(-alpha));
+  nc.adapt_q2[s] =
+      static_cast<float>(alpha > 1e-4 ? (std::expm1(-alpha) + alpha) / alpha
+                                      : alpha * (0.5 - alpha / 6.0));
+  nc.adapt_b_amp[s] = static_cast<float>(adapt_b_amp);
+  nc.inv_c_per_farad[s] = static_cast<float>(1.0 / c_farad);
+  nc.non_linear = nc.non_linear || delta_t > 0.0 || adapt ||
+                  get(P::excitatory_input_enable_coba_mode) ||
+                  get(P::inhibitory_input_enable_coba_mode);
+  nc.bypass_exc[s] = get(P::event_routing_enable_bypass_excitatory) ? 1 : 0;
+  nc.bypass_inh[s] = get(P::event_routing_enable_bypass_inhibitory) ? 1 : 0;
   nc.exc_decay[s] = static_cast<float>(std::exp(-dt / out.exc.tau_s));
   nc.inh_decay[s] = static_cast<float>(std::exp(-dt / out.inh.tau_s));
   nc.v_threshold_volt[s] = get(P::threshold_enable)
@@ -251,6 +420,55 @@ LoweredNeuron LowerNeuron(const ParameterValues& v, uint32_t chip_id,
   nc.v_leak_volt[s] = v_leak;
   nc.v_reset_volt[s] = v_reset;
   nc.tau_mem_s[s] = tau_mem_s;
+
+  // Macro-step tables.
+  const int n = nc.num_slots;
+  for (int m = 1; m <= model::kMacroTicks; ++m) {
+    const size_t at = static_cast<size_t>(m - 1) * n + s;
+    const double h = m * dt;
+    for (int k = 0; k < kNumRegimes; ++k) {
+      const double lambda = sc.lambda_per_s[k];
+      const double x = lambda * h;
+      nc.m_decay[k][at] = static_cast<float>(-std::expm1(-x));
+      nc.m_drift_volt[k][at] = static_cast<float>(sc.drift_volt_per_s[k] * h);
+      nc.m_exc_gain[k][at] =
+          static_cast<float>(ExpKernelIntegral(lambda, sc.mu_exc_per_s, h) *
+                             sc.exc_gain_volt_per_amp_s[k]);
+      nc.m_inh_gain[k][at] =
+          static_cast<float>(ExpKernelIntegral(lambda, sc.mu_inh_per_s, h) *
+                             sc.inh_gain_volt_per_amp_s[k]);
+      nc.m_etd1_s[k][at] =
+          static_cast<float>(x > 1e-6 ? -std::expm1(-x) / lambda : h);
+      nc.m_etd2_s[k][at] = static_cast<float>(
+          x > 1e-4 ? h * (std::expm1(-x) + x) / (x * x) : h * (0.5 - x / 6.0));
+    }
+    nc.m_exc_decay[at] = static_cast<float>(std::exp(-h * sc.mu_exc_per_s));
+    nc.m_inh_decay[at] = static_cast<float>(std::exp(-h * sc.mu_inh_per_s));
+    const double alpha_m = h / tau_w_s;
+    nc.m_adapt_decay[at] =
+        adapt ? static_cast<float>(std::exp(-alpha_m)) : 1.0f;
+    nc.m_adapt_q1[at] = static_cast<float>(-std::expm1(-alpha_m));
+    nc.m_adapt_q2[at] = static_cast<float>(
+        alpha_m > 1e-4 ? (std::expm1(-alpha_m) + alpha_m) / alpha_m
+                       : alpha_m * (0.5 - alpha_m / 6.0));
+    nc.m_noise_volt[at] =
+        static_cast<float>(model::kMembraneNoiseVolt *
+                           std::sqrt(-std::expm1(-2.0 * h / tau_noise_s)));
+  }
+  nc.coarse_ok[s] = !(get(P::excitatory_input_enable_coba_mode) ||
+                      get(P::inhibitory_input_enable_coba_mode) ||
+                      nc.bypass_exc[s] || nc.bypass_inh[s]);
+  double v_guard = static_cast<double>(nc.v_threshold_volt[s]) -
+                   model::kCoarseThresholdMarginVolt;
+  if (delta_t > 0.0 && g_leak_siemens > 0.0) {
+    // The exponential term's rate g_leak / C exp(arg) times a macro step
+    // stays below model::kCoarseRate.
+    v_guard = std::min(
+        v_guard,
+        v_exp + delta_t * std::log(model::kCoarseRate * c_farad /
+                                   (g_leak_siemens * model::kMacroTicks * dt)));
+  }
+  nc.v_guard_volt[s] = static_cast<float>(v_guard);
   return out;
 }
 
@@ -264,7 +482,45 @@ void ResizeNeuronConstants(int n, NeuronConstants& nc) {
     nc.drift_volt[k].resize(n);
     nc.exc_gain_volt_per_amp[k].resize(n);
     nc.inh_gain_volt_per_amp[k].resize(n);
+    nc.etd1_s[k].resize(n);
+    nc.etd2_s[k].resize(n);
+    nc.exp_pref_volt_per_s[k].resize(n);
+    nc.coba_exc[k].resize(n);
+    nc.coba_inh[k].resize(n);
   }
+  nc.exp_v_t_volt.resize(n);
+  nc.exp_inv_slope_per_volt.resize(n);
+  nc.exp_arg_max.resize(n);
+  nc.coba_exc_rev_volt.resize(n);
+  nc.coba_inh_rev_volt.resize(n);
+  nc.adapt_a_siemens.resize(n);
+  nc.adapt_v_ref_volt.resize(n);
+  nc.adapt_decay.resize(n);
+  nc.adapt_q1.resize(n);
+  nc.adapt_q2.resize(n);
+  nc.adapt_b_amp.resize(n);
+  nc.inv_c_per_farad.resize(n);
+  nc.v_stiff_volt.resize(n);
+  nc.stiff.resize(n);
+  const size_t tables = static_cast<size_t>(model::kMacroTicks) * n;
+  for (int k = 0; k < kNumRegimes; ++k) {
+    nc.m_decay[k].resize(tables);
+    nc.m_drift_volt[k].resize(tables);
+    nc.m_exc_gain[k].resize(tables);
+    nc.m_inh_gain[k].resize(tables);
+    nc.m_etd1_s[k].resize(tables);
+    nc.m_etd2_s[k].resize(tables);
+  }
+  nc.m_exc_decay.resize(tables);
+  nc.m_inh_decay.resize(tables);
+  nc.m_adapt_decay.resize(tables);
+  nc.m_adapt_q1.resize(tables);
+  nc.m_adapt_q2.resize(tables);
+  nc.m_noise_volt.resize(tables);
+  nc.coarse_ok.resize(n);
+  nc.v_guard_volt.resize(n);
+  nc.bypass_exc.resize(n);
+  nc.bypass_inh.resize(n);
   nc.exc_decay.resize(n);
   nc.inh_decay.resize(n);
   nc.v_threshold_volt.resize(n);
@@ -276,6 +532,61 @@ void ResizeNeuronConstants(int n, NeuronConstants& nc) {
   nc.v_leak_volt.resize(n);
   nc.v_reset_volt.resize(n);
   nc.tau_mem_s.resize(n);
+}
+
+// On-chip Poisson (background spike source), as pynn_brainscales configures
+// it: hwrate = rate x size, Rate = round(255 hwrate / f_bg), Period =
+// round(f_bg / hwrate x (Rate + 1) / 256) - 1 (clamped to 16 bit). Every
+// Period + 1 cycles of the 250 MHz clock the source fires with probability
+// (Rate + 1) / 256 and labels the spike with a uniformly random neuron of
+// the population. The gaps between firing periods are drawn geometrically
+// (same distribution, one draw per spike). The stream depends only on the
+// population's seed, like the chip's generator.
+absl::Status AppendOnChipPoissonSpikes(const Population& pop,
+                                       int64_t node_begin, const Network& net,
+                                       int64_t max_spikes, int p,
+                                       std::vector<InputSpike>& out) {
+  const hxemu::v1::SpikeSourcePoissonOnChip& s =
+      pop.spike_source_poisson_on_chip();
+  const double hwrate = s.rate_hz() * pop.size();
+  if (hwrate <= 0.0) return absl::OkStatus();
+  const double rate_code =
+      std::clamp(std::round(255.0 * hwrate / kBackgroundClockHz), 0.0, 255.0);
+  const double period = std::clamp(
+      std::round(kBackgroundClockHz / hwrate * (rate_code + 1.0) / 256.0) - 1.0,
+      0.0, 65535.0);
+  const double p_fire = (rate_code + 1.0) / 256.0;
+  // Background clock cycles per 8 ns tick.
+  const double cycles_per_tick = kBackgroundClockHz * model::kTickS;
+  const double end_cycle =
+      static_cast<double>(net.runtime_ticks) * cycles_per_tick;
+  const uint64_t stream =
+      random::Hash(random::Key(random::Domain::kOnChipPoisson), s.seed());
+  const double log_miss = std::log1p(-std::min(p_fire, 1.0 - 1e-12));
+  double period_index = 0.0;
+  for (uint64_t k = 0;; ++k) {
+    // Periods without a spike before the next one: geometric(p_fire).
+    if (p_fire < 1.0) {
+      period_index += std::floor(
+          std::log(random::Uniform(random::Hash(stream, 2 * k))) / log_miss);
+    }
+    const double cycle = period_index * (period + 1.0);
+    if (cycle >= end_cycle) break;
+    const int64_t tick = static_cast<int64_t>(cycle / cycles_per_tick);
+    const int64_t neuron = std::min<int64_t>(
+        static_cast<int64_t>(random::Uniform(random::Hash(stream, 2 * k + 1)) *
+                             pop.size()),
+        pop.size() - 1);
+    out.push_back({(model::kWarmupTicks + tick) * model::kStepsPerTick,
+                   static_cast<int32_t>(node_begin + neuron)});
+    if (static_cast<int64_t>(out.size()) > max_spikes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "populations[", p, "].spike_source_poisson_on_chip: the generated ",
+          "input spikes exceed the limit max_input_spikes"));
+    }
+    period_index += 1.0;
+  }
+  return absl::OkStatus();
 }
 
 // Spike times of the source neurons of population p, appended to `out` as
@@ -297,6 +608,9 @@ absl::Status AppendSourceSpikes(const Experiment& e, int p, int64_t node_begin,
       for (double t : times) push(SpikeTick(t), node_begin + n);
     }
     return absl::OkStatus();
+  }
+  if (pop.cell_type() == hxemu::v1::CELL_TYPE_SPIKE_SOURCE_POISSON_ON_CHIP) {
+    return AppendOnChipPoissonSpikes(pop, node_begin, net, max_spikes, p, out);
   }
   // Poisson: exponential inter-spike intervals from a counter-based stream
   // per (seed, population, neuron); independent of the chip.
@@ -331,8 +645,11 @@ absl::Status AppendSourceSpikes(const Experiment& e, int p, int64_t node_begin,
 absl::StatusOr<Network> LowerNetwork(const Experiment& e,
                                      const MappedExperiment& mapped,
                                      const ExperimentLimits& limits,
-                                     uint32_t chip_id) {
+                                     uint32_t chip_id,
+                                     const ModelOptions& options) {
+  const Mismatch mm = {chip_id, options.mismatch};
   Network net;
+  net.madc_noise = options.noise;
   net.chip_id = chip_id;
   net.seed = e.seed();
   net.runtime_ticks = mapped.runtime_ticks;
@@ -371,13 +688,20 @@ absl::StatusOr<Network> LowerNetwork(const Experiment& e,
     nc.circuit[s] = c;
     nc.node[s] = static_cast<int>(node);
     slot_of_node[node] = s;
-    lowered[s] =
-        LowerNeuron(NeuronValues(e.populations(p), n), chip_id, c, s, nc);
+    lowered[s] = LowerNeuron(NeuronValues(e.populations(p), n), mm, c, s, nc);
+    if (!options.noise) {
+      nc.noise_step_volt[s] = 0.0f;
+      for (int m = 0; m < model::kMacroTicks; ++m) {
+        nc.m_noise_volt[static_cast<size_t>(m) * num_slots + s] = 0.0f;
+      }
+    }
     // Free-running start: uniform between reset and leak potential, drawn
     // from (seed, chip, circuit).
-    const double u = random::Uniform(
-        random::Hash(random::Key(random::Domain::kInitialState), e.seed(),
-                     chip_id, static_cast<uint64_t>(c)));
+    const double u = !options.random_start
+                         ? 0.0
+                         : random::Uniform(random::Hash(
+                               random::Key(random::Domain::kInitialState),
+                               e.seed(), chip_id, static_cast<uint64_t>(c)));
     nc.v_start_volt[s] = static_cast<float>(
         nc.v_reset_volt[s] + u * (nc.v_leak_volt[s] - nc.v_reset_volt[s]));
     nc.noise_seed[s] = static_cast<uint32_t>(random::Hash(
@@ -387,12 +711,18 @@ absl::StatusOr<Network> LowerNetwork(const Experiment& e,
     ++s;
   }
 
-  // Connectivity (CSR by pre node), two passes: count, then fill.
+  // Connectivity (CSR by pre node), two passes: count, then fill. A
+  // connection without synapses (weight 0) has no effect at all.
+  const Routing& routing = mapped.routing;
   Connectivity& conn = net.connectivity;
   conn.row_begin.assign(num_nodes + 1, 0);
-  for (const hxemu::v1::Projection& proj : e.projections()) {
-    for (uint32_t pre : proj.pre_indices()) {
-      ++conn.row_begin[net.node_begin[proj.pre_population()] + pre + 1];
+  for (int j = 0; j < e.projections_size(); ++j) {
+    const hxemu::v1::Projection& proj = e.projections(j);
+    const std::vector<int64_t>& syn = routing.synapse_begin[j];
+    for (int k = 0; k < proj.pre_indices_size(); ++k) {
+      if (syn[k + 1] == syn[k]) continue;
+      ++conn.row_begin[net.node_begin[proj.pre_population()] +
+                       proj.pre_indices(k) + 1];
     }
   }
   for (int64_t u = 0; u < num_nodes; ++u) {
@@ -401,10 +731,15 @@ absl::StatusOr<Network> LowerNetwork(const Experiment& e,
   conn.target.resize(conn.row_begin[num_nodes]);
   conn.amplitude_amp.resize(conn.row_begin[num_nodes]);
   std::vector<int64_t> fill(conn.row_begin.begin(), conn.row_begin.end() - 1);
-  for (const hxemu::v1::Projection& proj : e.projections()) {
+  const uint64_t synapse_key =
+      random::Hash(random::Key(random::Domain::kSynapseMismatch), chip_id);
+  for (int j = 0; j < e.projections_size(); ++j) {
+    const hxemu::v1::Projection& proj = e.projections(j);
+    const std::vector<int64_t>& syn = routing.synapse_begin[j];
     const bool inhibitory =
         proj.receptor_type() == hxemu::v1::RECEPTOR_TYPE_INHIBITORY;
     for (int k = 0; k < proj.pre_indices_size(); ++k) {
+      if (syn[k + 1] == syn[k]) continue;
       const int64_t pre =
           net.node_begin[proj.pre_population()] + proj.pre_indices(k);
       const int32_t post_slot =
@@ -412,14 +747,39 @@ absl::StatusOr<Network> LowerNetwork(const Experiment& e,
                        proj.post_indices(k)];
       const SynapticInput& in =
           inhibitory ? lowered[post_slot].inh : lowered[post_slot].exc;
-      // |w| > 63 is spread over several 6-bit synapses on the chip; their
-      // currents add up, so the amplitude stays linear in |w|.
-      const double abs_weight = std::abs(static_cast<double>(proj.weights(k)));
+      // |w| > 63 is spread over several 6-bit synapses (routing.h); their
+      // currents add up, each with its synapse's own DAC gain mismatch.
+      double weight_sum = 0.0;
+      for (int64_t q = syn[k]; q < syn[k + 1]; ++q) {
+        const PlacedSynapse& ps = routing.synapses[q];
+        const double z =
+            !mm.enabled
+                ? 0.0
+                : std::clamp(
+                      random::Gaussian(random::Hash(synapse_key, ps.hemisphere,
+                                                    ps.row, ps.column)),
+                      -model::kMismatchClipSigma, model::kMismatchClipSigma);
+        weight_sum += ps.weight * (1.0 + model::kSynapseWeightSigma * z);
+      }
       const int64_t e_index = fill[pre]++;
       conn.target[e_index] = inhibitory ? post_slot + num_slots : post_slot;
       conn.amplitude_amp[e_index] =
-          static_cast<float>(abs_weight * in.amp_per_weight);
+          static_cast<float>(weight_sum * in.amp_per_weight);
     }
+  }
+
+  conn.contiguous.assign(num_nodes, 0);
+  for (int64_t u = 0; u < num_nodes; ++u) {
+    bool run = true;
+    for (int64_t q = conn.row_begin[u] + 1; q < conn.row_begin[u + 1] && run;
+         ++q) {
+      run = conn.target[q] == conn.target[q - 1] + 1;
+    }
+    conn.contiguous[u] = run ? 1 : 0;
+  }
+  for (int slot = 0; slot < num_slots; ++slot) {
+    conn.any_bypass =
+        conn.any_bypass || nc.bypass_exc[slot] != 0 || nc.bypass_inh[slot] != 0;
   }
 
   // Input spikes of all sources, sorted by (step, node).
@@ -448,19 +808,45 @@ absl::StatusOr<Network> LowerNetwork(const Experiment& e,
   for (const MadcRecording& m : mapped.madc) {
     net.madc.push_back(
         {slot_of_node[net.node_begin[m.population] + m.neuron], m.observable});
+    // The MADC samples every 34 ns: its neurons step every tick.
+    nc.coarse_ok[net.madc.back().slot] = 0;
+  }
+  // Macro steps unless an on-chip neuron drives synapses.
+  net.macro_ticks = options.macro_steps ? model::kMacroTicks : 1;
+  for (int slot = 0; slot < num_slots; ++slot) {
+    const int64_t u = nc.node[slot];
+    if (conn.row_begin[u + 1] > conn.row_begin[u]) net.macro_ticks = 1;
   }
   // Chip-level readout mismatch (not per circuit).
   const uint64_t readout_key =
       random::Hash(random::Key(random::Domain::kReadoutMismatch), chip_id);
   const double gain_z =
-      std::clamp(random::Gaussian(random::Hash(readout_key, 0)),
-                 -model::kMismatchClipSigma, model::kMismatchClipSigma);
+      !options.mismatch
+          ? 0.0
+          : std::clamp(random::Gaussian(random::Hash(readout_key, 0)),
+                       -model::kMismatchClipSigma, model::kMismatchClipSigma);
   const double offset_z =
-      std::clamp(random::Gaussian(random::Hash(readout_key, 1)),
-                 -model::kMismatchClipSigma, model::kMismatchClipSigma);
+      !options.mismatch
+          ? 0.0
+          : std::clamp(random::Gaussian(random::Hash(readout_key, 1)),
+                       -model::kMismatchClipSigma, model::kMismatchClipSigma);
   net.madc_lsb_per_volt = kMadcMaxCode / model::kMadcFullScaleVolt *
                           (1.0 + model::kMadcGainSigma * gain_z);
   net.madc_offset_lsb = model::kMadcOffsetSigmaLsb * offset_z;
+
+  // CADC: per-circuit transfer, read steps.
+  net.cadc_noise = options.noise;
+  net.cadc_ticks = mapped.cadc_ticks;
+  net.cadc_lsb_per_volt.resize(num_slots);
+  net.cadc_offset_lsb.resize(num_slots);
+  for (int slot = 0; slot < num_slots; ++slot) {
+    const int c = nc.circuit[slot];
+    net.cadc_lsb_per_volt[slot] =
+        GainFactor(mm, c, Quantity::kCadcGain, model::kCadcGainSigma) /
+        model::kCadcVoltPerLsb;
+    net.cadc_offset_lsb[slot] = model::kCadcOffsetSigmaLsb *
+                                MismatchNormal(mm, c, Quantity::kCadcOffset);
+  }
   return net;
 }
 

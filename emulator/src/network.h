@@ -30,6 +30,31 @@ enum Regime : int {
   kNumRegimes = 2,
 };
 
+// Continuous-time constants of one slot in double precision, for the refined
+// integration of stiff steps (engine.cc RefineStep: the exponential upswing
+// is integrated with adaptive sub-steps, which need rates, not the per-step
+// propagators). Read only for slots in the stiff region, so an array of
+// structures is fine here.
+//   dV/dt = lambda[k] (v_inf[k] - V) + drift[k] + exc_gain[k] I_exc
+//           - inh_gain[k] I_inh + N(V, w, I)           (N as below)
+//   dI/dt = -mu I,   dw/dt = adapt_rate (a (V - V_ref) - w)
+struct StiffConstants {
+  double lambda_per_s[kNumRegimes];             // g / C [1/s]
+  double v_inf_volt[kNumRegimes];               // 0 if g == 0 [V]
+  double drift_volt_per_s[kNumRegimes];         // I_off / C if g == 0 [V/s]
+  double exc_gain_volt_per_amp_s[kNumRegimes];  // 1 / C, 0 if gated/COBA
+  double inh_gain_volt_per_amp_s[kNumRegimes];
+  double exp_pref_volt_per_s[kNumRegimes];  // g_leak Delta_T / C (0: off)
+  double coba_exc[kNumRegimes];             // [1/(F V)]
+  double coba_inh[kNumRegimes];
+  double mu_exc_per_s, mu_inh_per_s;  // 1 / tau_syn
+  double exp_v_t_volt, exp_inv_slope_per_volt, exp_arg_max;
+  double e_exc_volt, e_inh_volt;
+  double adapt_a_siemens, adapt_v_ref_volt;
+  double adapt_rate_per_s;  // 1 / tau_w, 0 without adaptation
+  double inv_c_per_farad;
+};
+
 // Per-slot constants, structure of arrays (one std::vector per quantity).
 //
 // One step of the membrane (exact for the linear model, see
@@ -37,7 +62,15 @@ enum Regime : int {
 //   V' = V + decay[k] * (v_inf[k] - V) + drift[k]
 //          + exc_gain[k] * I_exc - inh_gain[k] * I_inh + noise * z
 //   I_exc' = I_exc * exc_decay,  I_inh' = I_inh * inh_decay
-// with k the regime of the step.
+// with k the regime of the step, plus the non-linear currents (exponential
+// term, adaptation, COBA synapses) by a second-order exponential time
+// differencing predictor-corrector (ETD2, Cox & Matthews 2002):
+//   N(V, w, I) = exp_pref[k] exp(min((V - V_T) / Delta_T, arg_max)) - w / C
+//              + coba_exc[k] I_exc max(0, E_exc - V)
+//              - coba_inh[k] I_inh max(0, V - E_inh)              [V/s]
+//   V_pred = V_lin + etd1[k] N(V, w, I);  V' = V_pred + etd2[k] (N' - N)
+//   w' = w w_decay + a (V - V_ref) w_q1 + a (V' - V) w_q2
+// N is 0 for a neuron without these features, and V' = V_lin bit-exactly.
 struct NeuronConstants {
   int num_slots = 0;
   std::vector<int> circuit;  // slot -> circuit
@@ -48,6 +81,59 @@ struct NeuronConstants {
   std::vector<float> drift_volt[kNumRegimes];  // I_off dt / C if g == 0 [V]
   std::vector<float> exc_gain_volt_per_amp[kNumRegimes];  // [V/A]
   std::vector<float> inh_gain_volt_per_amp[kNumRegimes];  // [V/A]
+  std::vector<float> etd1_s[kNumRegimes];  // (1 - exp(-lambda dt)) / lambda
+  std::vector<float> etd2_s[kNumRegimes];  // (exp(-x) - 1 + x) / (x lambda)
+  // Exponential term: prefactor g_leak Delta_T / C [V/s] (0 if off or gated
+  // by enable_pause in the reset regime), V_T [V], 1 / Delta_T [1/V].
+  std::vector<float> exp_pref_volt_per_s[kNumRegimes];
+  std::vector<float> exp_v_t_volt;
+  std::vector<float> exp_inv_slope_per_volt;
+  // Upper clamp of the exponent: min(kExpArgMax, (V_th - V_T) / Delta_T).
+  std::vector<float> exp_arg_max;
+  // COBA: k / C [1/(V s) per A... = 1/(F V)] (0 for CUBA or gated), E_rev [V].
+  std::vector<float> coba_exc[kNumRegimes];
+  std::vector<float> coba_inh[kNumRegimes];
+  std::vector<float> coba_exc_rev_volt;
+  std::vector<float> coba_inh_rev_volt;
+  // Adaptation: a [S] (0 if off), V_ref [V], exp(-dt / tau_w), the ETD2
+  // weights, b [A] (0 unless the pulse is on), 1 / C [1/F].
+  std::vector<float> adapt_a_siemens;
+  std::vector<float> adapt_v_ref_volt;
+  std::vector<float> adapt_decay;
+  std::vector<float> adapt_q1;
+  std::vector<float> adapt_q2;
+  std::vector<float> adapt_b_amp;
+  std::vector<float> inv_c_per_farad;
+  // A step that starts with V above this is stiff (the exponential term's
+  // rate g_leak / C exp((V - V_T) / Delta_T) exceeds model::kStiffRate) and
+  // is recomputed by adaptive sub-steps (+infinity: never).
+  std::vector<float> v_stiff_volt;
+  std::vector<StiffConstants> stiff;
+  // Macro-step tables for m = 1..kMacroTicks ticks, index (m - 1) * n + slot:
+  // the same propagators as above for a step of m ticks (decay, drift,
+  // current gains, ETD weights; current decays, adaptation weights, noise).
+  std::vector<float> m_decay[kNumRegimes];
+  std::vector<float> m_drift_volt[kNumRegimes];
+  std::vector<float> m_exc_gain[kNumRegimes];
+  std::vector<float> m_inh_gain[kNumRegimes];
+  std::vector<float> m_etd1_s[kNumRegimes];
+  std::vector<float> m_etd2_s[kNumRegimes];
+  std::vector<float> m_exc_decay;
+  std::vector<float> m_inh_decay;
+  std::vector<float> m_adapt_decay;
+  std::vector<float> m_adapt_q1;
+  std::vector<float> m_adapt_q2;
+  std::vector<float> m_noise_volt;
+  // Macro steps: allowed at all for this slot (not for COBA, bypass, MADC
+  // recorded), and the highest V at both ends of a free one [V].
+  std::vector<uint8_t> coarse_ok;
+  std::vector<float> v_guard_volt;
+  // Bypass: the neuron fires on every event of that receptor.
+  std::vector<uint8_t> bypass_exc;
+  std::vector<uint8_t> bypass_inh;
+  // Whether any slot has an exponential term, adaptation or COBA input
+  // (else the loop skips the non-linear part).
+  bool non_linear = false;
   std::vector<float> exc_decay;  // exp(-dt / tau_syn_exc) [1]
   std::vector<float> inh_decay;  // exp(-dt / tau_syn_inh) [1]
   // Spike threshold [V]; +infinity when threshold_enable is off.
@@ -77,6 +163,11 @@ struct Connectivity {
   std::vector<int64_t> row_begin;
   std::vector<int32_t> target;
   std::vector<float> amplitude_amp;  // peak current per event [A], >= 0
+  // Per node: its targets are target[row_begin] + 0, 1, 2, ... (ascending,
+  // contiguous), so delivery is a vectorised add.
+  std::vector<uint8_t> contiguous;
+  // Some target has a bypass switch (delivery also sets forced flags).
+  bool any_bypass = false;
 };
 
 // One spike of a source neuron, delivered at the start of `step`.
@@ -109,6 +200,17 @@ struct Network {
   int64_t runtime_ticks = 0;
   uint32_t chip_id = 0;
   uint64_t seed = 0;
+  bool madc_noise = true;
+  // Ticks per macro step: model::kMacroTicks, or 1 (every neuron steps every
+  // tick) if on-chip neurons drive synapses (their events arrive one tick
+  // later, inside a macro step).
+  int macro_ticks = 1;
+  // CADC: read ticks (ascending, of the recorded run) and per-slot transfer
+  // code = (V - kCadcBaseVolt) * lsb_per_volt + offset_lsb (+ noise).
+  std::vector<int64_t> cadc_ticks;
+  std::vector<double> cadc_lsb_per_volt;
+  std::vector<double> cadc_offset_lsb;
+  bool cadc_noise = true;
 };
 
 // Lowers a validated experiment onto chip `chip_id`. May fail only with
@@ -117,6 +219,7 @@ struct Network {
 absl::StatusOr<Network> LowerNetwork(const hxemu::v1::Experiment& experiment,
                                      const MappedExperiment& mapped,
                                      const ExperimentLimits& limits,
-                                     uint32_t chip_id);
+                                     uint32_t chip_id,
+                                     const ModelOptions& options);
 
 }  // namespace hxemu::emulator

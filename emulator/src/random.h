@@ -20,6 +20,9 @@ enum class Domain : uint64_t {
   kInitialState = 4,     // per (seed, chip, circuit) start potential
   kMadcNoise = 5,        // per (seed, chip, sample)
   kPoisson = 6,          // per (seed, population, neuron, spike)
+  kCadcNoise = 7,        // per (seed, chip, read, circuit)
+  kSynapseMismatch = 8,  // per (chip, hemisphere, row, column) weight gain
+  kOnChipPoisson = 9,    // per (population seed, population, cycle block)
 };
 
 // SplitMix64 finaliser: a bijective 64-bit mix with full avalanche.

@@ -51,7 +51,8 @@ bool IsHxNeuron(const Population& pop) {
 bool IsKnownCellType(int type) {
   return type == hxemu::v1::CELL_TYPE_HX_NEURON ||
          type == hxemu::v1::CELL_TYPE_SPIKE_SOURCE_ARRAY ||
-         type == hxemu::v1::CELL_TYPE_SPIKE_SOURCE_POISSON;
+         type == hxemu::v1::CELL_TYPE_SPIKE_SOURCE_POISSON ||
+         type == hxemu::v1::CELL_TYPE_SPIKE_SOURCE_POISSON_ON_CHIP;
 }
 
 bool IsAnalogObservable(Observable o) {
@@ -67,18 +68,7 @@ bool IsUnimplementedUnlessDefault(NeuronParameter p) {
   if (name.starts_with("multicompartment_") || name.starts_with("bayesian_")) {
     return true;
   }
-  switch (p) {
-    case NeuronParameter::adaptation_enable:
-    case NeuronParameter::adaptation_enable_pulse:
-    case NeuronParameter::exponential_enable:
-    case NeuronParameter::excitatory_input_enable_coba_mode:
-    case NeuronParameter::inhibitory_input_enable_coba_mode:
-    case NeuronParameter::event_routing_enable_bypass_excitatory:
-    case NeuronParameter::event_routing_enable_bypass_inhibitory:
-      return true;
-    default:
-      return false;
-  }
+  return false;
 }
 
 bool IsFiniteNonNegative(double x) { return std::isfinite(x) && x >= 0.0; }
@@ -115,9 +105,25 @@ class Validator {
     }
     HXEMU_RETURN_IF_ERROR(CheckRuntime());
     mapped.runtime_ticks = RuntimeTicks(e_.runtime_ms());
+    HXEMU_RETURN_IF_ERROR(CheckCadc(mapped));
     if (!unimplemented_.ok()) return unimplemented_;
     HXEMU_RETURN_IF_ERROR(CheckResources(mapped));
+    HXEMU_ASSIGN_OR_RETURN(mapped.routing,
+                           RouteProjections(e_, mapped.circuits));
     return mapped;
+  }
+
+  // The population rules and the placement only (PlaceNeurons).
+  absl::StatusOr<std::vector<std::vector<int>>> PlaceOnly() {
+    if (e_.populations_size() == 0) {
+      return Invalid("populations: at least one population is required");
+    }
+    input_spikes_.assign(e_.populations_size(), 0.0);
+    int64_t hx_neurons = 0;
+    for (int p = 0; p < e_.populations_size(); ++p) {
+      HXEMU_RETURN_IF_ERROR(CheckPopulation(p, &hx_neurons));
+    }
+    return Place();
   }
 
  private:
@@ -136,8 +142,9 @@ class Validator {
       return Invalid(path, ".size: 0 is out of range, must be >= 1");
     if (!IsKnownCellType(pop.cell_type())) {
       return Invalid(path, ".cell_type: must be CELL_TYPE_HX_NEURON, ",
-                     "CELL_TYPE_SPIKE_SOURCE_ARRAY or ",
-                     "CELL_TYPE_SPIKE_SOURCE_POISSON (got ",
+                     "CELL_TYPE_SPIKE_SOURCE_ARRAY, ",
+                     "CELL_TYPE_SPIKE_SOURCE_POISSON or ",
+                     "CELL_TYPE_SPIKE_SOURCE_POISSON_ON_CHIP (got ",
                      static_cast<int>(pop.cell_type()), ")");
     }
     if (IsHxNeuron(pop)) {
@@ -173,7 +180,43 @@ class Validator {
     if (pop.cell_type() == hxemu::v1::CELL_TYPE_SPIKE_SOURCE_ARRAY) {
       return CheckSpikeSourceArray(p);
     }
+    if (pop.cell_type() == hxemu::v1::CELL_TYPE_SPIKE_SOURCE_POISSON_ON_CHIP) {
+      return CheckSpikeSourcePoissonOnChip(p);
+    }
     return CheckSpikeSourcePoisson(p);
+  }
+
+  // On-chip Poisson: rate x size within the background clock, size within
+  // the 8-bit label randomisation, at most kMaxOnChipPoissonPopulations.
+  absl::Status CheckSpikeSourcePoissonOnChip(int p) {
+    const Population& pop = e_.populations(p);
+    const std::string path =
+        absl::StrCat(PopulationPath(p), ".spike_source_poisson_on_chip.");
+    const double rate = pop.spike_source_poisson_on_chip().rate_hz();
+    if (!IsFiniteNonNegative(rate)) {
+      return Invalid(path, "rate_hz: ", rate, " must be finite and >= 0");
+    }
+    if (rate * pop.size() > kBackgroundClockHz) {
+      return Invalid(path, "rate_hz: The chosen Poisson rate can not be ",
+                     "realized on hardware: rate_hz x size = ",
+                     rate * pop.size(), " Hz exceeds the background source ",
+                     "clock of ", kBackgroundClockHz / 1e6, " MHz");
+    }
+    if (pop.size() > kMaxOnChipPoissonSize) {
+      return Invalid(PopulationPath(p), ".size: ", pop.size(),
+                     " is out of range 1..", kMaxOnChipPoissonSize,
+                     " for CELL_TYPE_SPIKE_SOURCE_POISSON_ON_CHIP (8-bit ",
+                     "label randomisation)");
+    }
+    if (++on_chip_poisson_ > kMaxOnChipPoissonPopulations && resource_.ok()) {
+      resource_ = absl::ResourceExhaustedError(absl::StrCat(
+          PopulationPath(p), ".cell_type: Cannot register more than ",
+          kMaxOnChipPoissonPopulations, " ID sets: at most ",
+          kMaxOnChipPoissonPopulations,
+          " CELL_TYPE_SPIKE_SOURCE_POISSON_ON_CHIP populations (one per PADI ",
+          "bus, each using one background source per hemisphere)"));
+    }
+    return absl::OkStatus();
   }
 
   absl::Status CheckParameters(int p) {
@@ -407,10 +450,6 @@ class Validator {
       return Invalid(path, ".observable: spike sources can only record ",
                      "OBSERVABLE_SPIKES");
     }
-    if (obs == hxemu::v1::OBSERVABLE_ADAPTATION) {
-      NoteUnimplemented(path, ".observable: OBSERVABLE_ADAPTATION is not ",
-                        "implemented by the emulator yet");
-    }
     const int64_t count =
         rec.neurons_size() > 0 ? rec.neurons_size() : pop.size();
     for (int64_t i = 0; i < count; ++i) {
@@ -462,7 +501,38 @@ class Validator {
     return absl::OkStatus();
   }
 
+  // CADC read times: finite, in [0, runtime_ms); sorted into ticks.
+  absl::Status CheckCadc(MappedExperiment& mapped) {
+    const auto& times = e_.cadc().times_ms();
+    const double runtime_ms = e_.runtime_ms();
+    for (int i = 0; i < times.size(); ++i) {
+      const double t = times[i];
+      if (!std::isfinite(t) || t < 0.0 || t >= runtime_ms) {
+        return Invalid("cadc.times_ms[", i, "]: ", t,
+                       " is out of range [0, runtime_ms = ", runtime_ms,
+                       ") ms");
+      }
+    }
+    if (times.size() > limits_.max_cadc_reads) {
+      resource_ = absl::ResourceExhaustedError(absl::StrCat(
+          "cadc.times_ms: ", times.size(),
+          " reads requested, more than the limit max_cadc_reads = ",
+          limits_.max_cadc_reads));
+      return absl::OkStatus();
+    }
+    mapped.cadc_ticks.reserve(times.size());
+    for (double t : times) {
+      // A time just below runtime_ms may round to runtime_ticks: read the
+      // last tick then.
+      mapped.cadc_ticks.push_back(
+          std::min(SpikeTick(t), mapped.runtime_ticks - 1));
+    }
+    std::sort(mapped.cadc_ticks.begin(), mapped.cadc_ticks.end());
+    return absl::OkStatus();
+  }
+
   absl::Status CheckResources(const MappedExperiment& mapped) {
+    HXEMU_RETURN_IF_ERROR(resource_);
     if (!mapped.madc.empty()) {
       const int64_t samples = EstimatedMadcSamples(mapped.runtime_ticks);
       if (samples > limits_.max_madc_samples) {
@@ -486,6 +556,11 @@ class Validator {
         input_spikes_[p] =
             s.rate_hz() * window_s * static_cast<double>(pop.size());
       }
+      if (pop.cell_type() ==
+          hxemu::v1::CELL_TYPE_SPIKE_SOURCE_POISSON_ON_CHIP) {
+        input_spikes_[p] = pop.spike_source_poisson_on_chip().rate_hz() *
+                           runtime_ms * 1e-3 * static_cast<double>(pop.size());
+      }
       total += input_spikes_[p];
       if (total > static_cast<double>(limits_.max_input_spikes)) {
         return absl::ResourceExhaustedError(absl::StrCat(
@@ -502,6 +577,8 @@ class Validator {
   const Experiment& e_;
   const ExperimentLimits& limits_;
   absl::Status unimplemented_;
+  absl::Status resource_;    // first limit finding outside CheckResources
+  int on_chip_poisson_ = 0;  // CELL_TYPE_SPIKE_SOURCE_POISSON_ON_CHIP seen
   std::vector<double> input_spikes_;  // per population (sources only)
   int64_t source_neurons_ = 0;
   std::vector<std::pair<int, int>> spikes_;  // (population, neuron)
@@ -535,6 +612,18 @@ absl::StatusOr<MappedExperiment> MapExperiment(
 absl::Status ValidateExperiment(const hxemu::v1::Experiment& experiment,
                                 const ExperimentLimits& limits) {
   return MapExperiment(experiment, limits).status();
+}
+
+absl::StatusOr<std::vector<std::vector<uint32_t>>> PlaceNeurons(
+    const hxemu::v1::Experiment& experiment) {
+  const ExperimentLimits limits;
+  HXEMU_ASSIGN_OR_RETURN(const std::vector<std::vector<int>> circuits,
+                         Validator(experiment, limits).PlaceOnly());
+  std::vector<std::vector<uint32_t>> out(circuits.size());
+  for (size_t p = 0; p < circuits.size(); ++p) {
+    out[p].assign(circuits[p].begin(), circuits[p].end());
+  }
+  return out;
 }
 
 }  // namespace hxemu::emulator

@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "hxemu/emulator/chip.h"
 #include "hxemu/v1/experiment.pb.h"
+#include "routing.h"
 
 namespace hxemu::emulator {
 
@@ -40,6 +41,11 @@ struct MappedExperiment {
   std::vector<SpikeRecording> spikes;
   // Recorded duration [8 ns ticks], >= 1.
   int64_t runtime_ticks = 0;
+  // CADC read times [ticks of the recorded run], ascending, each in
+  // [0, runtime_ticks).
+  std::vector<int64_t> cadc_ticks;
+  // Synapses of every connection (routing.h).
+  Routing routing;
 };
 
 // Validates `experiment` (all rules, all-or-nothing) and places it.

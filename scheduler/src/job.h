@@ -31,14 +31,20 @@ using DoneCallback = std::function<void(const JobView&)>;
 struct Job {
   // The chip the job is pinned to (experiment.chip_id), if any.
   std::optional<uint32_t> pinned_chip() const {
-    if (!experiment->has_chip_id()) return std::nullopt;
-    return experiment->chip_id();
+    if (!pinned) return std::nullopt;
+    return pinned_chip_id;
   }
 
   // --- Immutable ---
   std::string id;
   std::string user;
-  std::shared_ptr<const hxemu::v1::Experiment> experiment;  // never null
+  // experiment.chip_id, copied: the experiment is dropped once terminal.
+  bool pinned = false;
+  uint32_t pinned_chip_id = 0;
+  double runtime_ms = 0;   // experiment.runtime_ms [ms hardware]
+  std::string request_id;  // SubmitOptions::request_id
+  uint64_t request_fingerprint = 0;
+  uint64_t config_key = 0;
   absl::Time submit_time = absl::InfinitePast();
   // Order of submission over all users (List's page tokens).
   uint64_t seq = 0;
@@ -47,7 +53,12 @@ struct Job {
   absl::Time deadline = absl::InfiniteFuture();
 
   // --- Guarded by the scheduler's mutex ---
+  // Set before publication; read by the runner of the running job (which
+  // nobody else modifies); released when the job becomes terminal (records
+  // are kept for long, experiments can be large).
+  std::shared_ptr<const hxemu::v1::Experiment> experiment;
   JobState state = JobState::kQueued;
+  Reason reason = Reason::kWaitingForChip;  // unused while queued
   // Reason for the current state; unused while queued (a queued job's reason
   // is computed from its queue position when a view is taken).
   std::string state_reason;
@@ -59,6 +70,7 @@ struct Job {
   // Reason to report if a cancel request stops the running job, e.g.
   // "cancelled by user"; empty while no cancel was requested.
   std::string cancel_reason;
+  Reason cancel_reason_code = Reason::kCancelledByUser;
   // Set iff state is kSucceeded and the result was not evicted.
   std::shared_ptr<const hxemu::v1::Result> result;
   int64_t result_bytes = 0;  // its serialized size

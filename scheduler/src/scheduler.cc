@@ -10,9 +10,11 @@
 // - Each chip has a worker thread and its own CondVar. An idle worker sets
 //   `idle` and waits; Submit wakes exactly one idle worker that may run the
 //   new job and clears its `idle` flag ("claims" it), so two quick submits
-//   wake two workers. A woken worker always rescans the queue, so a wake-up
-//   that finds nothing (the job was cancelled, or another chip took it) is
-//   harmless.
+//   wake two workers. Of several idle workers that may run the job, the one
+//   whose chip is configured for it (same config key, else same user) is
+//   claimed. A claimed worker rescans the queue, so a wake-up that finds
+//   nothing (the job was cancelled, or another chip took it) is harmless;
+//   an unclaimed (spurious) wake-up does not look at the queue.
 // - Terminal transitions happen in one place (FinishLocked). It takes the
 //   job's done callbacks out, marks the job `firing` and wakes Wait()ers;
 //   the caller runs the callbacks once the lock is released, then clears
@@ -31,6 +33,7 @@
 #include "hxemu/scheduler/scheduler.h"
 
 #include <algorithm>
+#include <cmath>
 #include <deque>
 #include <exception>
 #include <iterator>
@@ -90,10 +93,44 @@ const char* JobStateName(JobState state) {
   return "UNKNOWN";
 }
 
+const char* ReasonName(Reason reason) {
+  switch (reason) {
+    case Reason::kWaitingForChip:
+      return "WAITING_FOR_CHIP";
+    case Reason::kBehindOwnJobs:
+      return "BEHIND_OWN_JOBS";
+    case Reason::kBehindOtherUsers:
+      return "BEHIND_OTHER_USERS";
+    case Reason::kWaitingForPinnedChip:
+      return "WAITING_FOR_PINNED_CHIP";
+    case Reason::kRunning:
+      return "RUNNING";
+    case Reason::kCancelRequested:
+      return "CANCEL_REQUESTED";
+    case Reason::kSucceeded:
+      return "SUCCEEDED";
+    case Reason::kFailed:
+      return "FAILED";
+    case Reason::kCancelledByUser:
+      return "CANCELLED_BY_USER";
+    case Reason::kCancelledByShutdown:
+      return "CANCELLED_BY_SHUTDOWN";
+    case Reason::kExpiredInQueue:
+      return "EXPIRED_IN_QUEUE";
+    case Reason::kExpiredWhileRunning:
+      return "EXPIRED_WHILE_RUNNING";
+  }
+  return "UNKNOWN";
+}
+
 namespace {
 
 constexpr char kCancelledByUser[] = "cancelled by user";
-constexpr char kCancelledByShutdown[] = "cancelled: server shutting down";
+constexpr char kCancelledByShutdown[] =
+    "cancelled: the server is shutting down; submit again";
+// Weight of the newest run in the mean run time (ETA): an exponential
+// moving average over roughly the last 1/kRunTimeAlpha jobs.
+constexpr double kRunTimeAlpha = 0.05;
 
 // Longest wall-clock sleep of the housekeeping thread (bounds how late it
 // notices time moved on a FakeClock or a clock jump).
@@ -101,8 +138,11 @@ constexpr absl::Duration kMaxHousekeeperSleep = absl::Seconds(1);
 constexpr int kDefaultPageSize = 100;
 constexpr int kMaxPageSize = 1000;
 
+// The text and code of a queued job's reason. `pinned_busy`: the job names
+// a chip and that chip is running another job.
 std::string QueuedReason(const internal::JobQueue::Ahead& ahead,
-                         const hxemu::v1::Experiment& experiment) {
+                         const internal::Job& job, bool pinned_busy,
+                         Reason* code) {
   const size_t total = ahead.own + ahead.others;
   std::string reason =
       absl::StrCat("queued: ", total, total == 1 ? " job" : " jobs", " ahead");
@@ -111,8 +151,18 @@ std::string QueuedReason(const internal::JobQueue::Ahead& ahead,
                     " of other users)");
   }
   // (Not Job::pinned_chip(): GCC 12 with ASan warns of the optional.)
-  if (experiment.has_chip_id()) {
-    absl::StrAppend(&reason, ", waiting for chip ", experiment.chip_id());
+  if (job.pinned) {
+    absl::StrAppend(&reason, ", waiting for chip ", job.pinned_chip_id,
+                    pinned_busy ? " (busy)" : "");
+  }
+  if (ahead.others > 0) {
+    *code = Reason::kBehindOtherUsers;
+  } else if (ahead.own > 0) {
+    *code = Reason::kBehindOwnJobs;
+  } else if (job.pinned) {
+    *code = Reason::kWaitingForPinnedChip;
+  } else {
+    *code = Reason::kWaitingForChip;
   }
   return reason;
 }
@@ -140,6 +190,16 @@ struct Scheduler::Impl {
     // The worker waits for work and nobody has woken it for a job yet.
     bool idle = false;
     std::shared_ptr<Job> current;  // running job, if any
+    // The experiment of `current`, for the worker outside the lock.
+    std::shared_ptr<const hxemu::v1::Experiment> current_experiment;
+    bool current_reconfigure = true;
+    // The configuration (Job::config_key, or user) of the last job started.
+    bool configured = false;
+    uint64_t config_key = 0;
+    std::string config_user;
+    uint64_t jobs_started = 0;
+    uint64_t reconfigurations = 0;
+    absl::Duration busy_time;  // of finished runs
   };
 
   // Done callbacks taken out of a job at its terminal transition, to be run
@@ -157,7 +217,7 @@ struct Scheduler::Impl {
   // Stops the workers; see ~Scheduler.
   void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
 
-  absl::StatusOr<std::string> Submit(
+  absl::StatusOr<Submitted> Submit(
       std::string user, std::shared_ptr<const hxemu::v1::Experiment> experiment,
       const SubmitOptions& options) ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<JobView> Get(const std::string& job_id)
@@ -177,6 +237,8 @@ struct Scheduler::Impl {
                                const std::string& page_token)
       ABSL_LOCKS_EXCLUDED(mu_);
   std::vector<ChipView> ChipsView() ABSL_LOCKS_EXCLUDED(mu_);
+  SchedulerStats Stats() ABSL_LOCKS_EXCLUDED(mu_);
+  void Drain(absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
 
   // The worker of `chip`: runs jobs until Shutdown.
   void WorkerLoop(Chip& chip) ABSL_LOCKS_EXCLUDED(mu_);
@@ -205,10 +267,23 @@ struct Scheduler::Impl {
   void WakeAnyWorkerLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Makes `job` terminal; appends its done callbacks to `pending`.
   void FinishLocked(const std::shared_ptr<Job>& job, JobState state,
-                    std::string reason, absl::Status error,
+                    Reason code, std::string reason, absl::Status error,
                     PendingList* pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Asks the running `job` to stop, giving `reason` if it does.
-  void RequestCancelLocked(Job& job, std::string reason)
+  // Asks the running `job` to stop, giving `reason` (and `code`) if it does.
+  void RequestCancelLocked(Job& job, Reason code, std::string reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Hands back every queued job (shutdown); appends callbacks to `pending`.
+  void HandBackQueuedLocked(PendingList* pending)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `user`'s usage (run time over weight, decayed) as of now [s].
+  double UsageLocked(const std::string& user) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AddUsageLocked(const std::string& user, absl::Duration run)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets `job` (terminal) entirely.
+  void ForgetLocked(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int running_jobs_locked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  ChipView ChipViewLocked(const Chip& chip) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Runs callbacks taken out by FinishLocked, then clears the jobs' `firing`.
   void RunCallbacks(PendingList& pending) ABSL_LOCKS_EXCLUDED(mu_);
@@ -223,6 +298,10 @@ struct Scheduler::Impl {
   const int max_queued_jobs_per_user_;
   const absl::Duration result_ttl_;
   const int64_t max_result_bytes_;
+  const absl::Duration job_record_ttl_;
+  const int64_t max_job_records_;
+  const absl::Duration usage_half_life_;
+  const absl::flat_hash_map<std::string, int> user_weights_;
   // The pool, sorted by id; fixed after construction (the vector, not the
   // chips' guarded fields).
   std::vector<std::unique_ptr<Chip>> chips_;
@@ -236,11 +315,26 @@ struct Scheduler::Impl {
   // Wakes the housekeeping thread (an earlier due time, or stopping).
   CondVar housekeeper_cv_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  // Every job ever submitted, by id (records are kept; results may not be).
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  // (user, request_id) -> the job submitted first with it (kept as long as
+  // the job's record).
+  absl::flat_hash_map<std::pair<std::string, std::string>, const Job*> requests_
+      ABSL_GUARDED_BY(mu_);
+  // Every terminal job, oldest end first (record retention).
+  std::deque<std::shared_ptr<Job>> terminal_ ABSL_GUARDED_BY(mu_);
+  // Per-user usage [s of run time over weight] as of `usage_time`.
+  struct Usage {
+    double seconds = 0;
+    absl::Time as_of;
+  };
+  absl::flat_hash_map<std::string, Usage> usage_ ABSL_GUARDED_BY(mu_);
+  // Mean wall time of recent runs (ETA); zero until a job finished.
+  absl::Duration mean_run_time_ ABSL_GUARDED_BY(mu_);
+  // Every job whose record is kept, by id (see terminal_).
   absl::flat_hash_map<std::string, std::shared_ptr<Job>> jobs_
       ABSL_GUARDED_BY(mu_);
-  // Every job ever submitted, by user and then `seq` (List). The pointers
-  // stay valid: `jobs_` never drops a job.
+  // The same jobs by user and then `seq` (List); the pointers stay valid
+  // while the job is in `jobs_`.
   absl::flat_hash_map<std::string, std::map<uint64_t, const Job*>> by_user_
       ABSL_GUARDED_BY(mu_);
   internal::JobQueue queue_ ABSL_GUARDED_BY(mu_);
@@ -264,7 +358,11 @@ Scheduler::Impl::Impl(
       max_queued_jobs_per_user_(std::max(options.max_queued_jobs_per_user, 0)),
       result_ttl_(options.result_ttl),
       max_result_bytes_(std::max<int64_t>(options.max_result_bytes, 0)),
-      queue_(options.user_weights) {
+      job_record_ttl_(std::max(options.job_record_ttl, options.result_ttl)),
+      max_job_records_(std::max<int64_t>(options.max_job_records, 1)),
+      usage_half_life_(options.usage_half_life),
+      user_weights_(options.user_weights),
+      queue_(options.user_weights, options.user_time_slice) {
   std::vector<uint32_t> ids = options.chip_ids;
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
@@ -287,13 +385,11 @@ void Scheduler::Impl::Shutdown() {
   {
     MutexLock lock(&mu_);
     stopping_ = true;
-    for (std::shared_ptr<Job>& job : queue_.TakeAll()) {
-      FinishLocked(job, JobState::kCancelled, kCancelledByShutdown,
-                   absl::OkStatus(), &pending);
-    }
+    HandBackQueuedLocked(&pending);
     for (auto& chip : chips_) {
       if (chip->current != nullptr) {
-        RequestCancelLocked(*chip->current, kCancelledByShutdown);
+        RequestCancelLocked(*chip->current, Reason::kCancelledByShutdown,
+                            kCancelledByShutdown);
       }
       chip->work_cv.Signal();
     }
@@ -304,7 +400,7 @@ void Scheduler::Impl::Shutdown() {
   housekeeper_.join();
 }
 
-absl::StatusOr<std::string> Scheduler::Impl::Submit(
+absl::StatusOr<Submitted> Scheduler::Impl::Submit(
     std::string user, std::shared_ptr<const hxemu::v1::Experiment> experiment,
     const SubmitOptions& options) {
   if (experiment == nullptr) {
@@ -337,7 +433,13 @@ absl::StatusOr<std::string> Scheduler::Impl::Submit(
 
   auto job = std::make_shared<Job>();
   job->user = std::move(user);
+  job->pinned = experiment->has_chip_id();
+  job->pinned_chip_id = experiment->chip_id();
+  job->runtime_ms = experiment->runtime_ms();
   job->experiment = std::move(experiment);
+  job->request_id = options.request_id;
+  job->request_fingerprint = options.request_fingerprint;
+  job->config_key = options.config_key;
   job->submit_time = clock_->Now();
   job->max_wall_time = options.max_wall_time;
   if (options.max_wall_time != absl::InfiniteDuration()) {
@@ -347,12 +449,30 @@ absl::StatusOr<std::string> Scheduler::Impl::Submit(
 
   PendingList pending;
   absl::Status status;
+  std::string duplicate_of;
   {
     MutexLock lock(&mu_);
     SweepLocked(&pending);
     const size_t user_queued = queue_.SizeFor(job->user);
-    if (stopping_) {
-      status = absl::UnavailableError("the scheduler is shutting down");
+    const Job* first = nullptr;
+    if (!job->request_id.empty()) {
+      auto it = requests_.find(std::make_pair(job->user, job->request_id));
+      if (it != requests_.end()) first = it->second;
+    }
+    if (first != nullptr) {
+      // A retry: the first job, whatever the queue looks like now.
+      if (first->request_fingerprint != job->request_fingerprint) {
+        status = absl::AlreadyExistsError(
+            absl::StrCat("request_id: '", job->request_id,
+                         "' was already used for a different request (job ",
+                         first->id, ")"));
+      } else {
+        duplicate_of = first->id;
+      }
+    } else if (stopping_ || draining_) {
+      status = absl::UnavailableError(
+          "the server is shutting down and accepts no more jobs; submit to "
+          "another server or retry later");
     } else if (queue_.size() >= static_cast<size_t>(max_queued_jobs_)) {
       status = absl::ResourceExhaustedError(absl::StrCat(
           "the job queue is full: ", queue_.size(),
@@ -372,19 +492,26 @@ absl::StatusOr<std::string> Scheduler::Impl::Submit(
       job->seq = next_seq_++;
       jobs_.emplace(job->id, job);
       by_user_[job->user].emplace(job->seq, job.get());
+      if (!job->request_id.empty()) {
+        requests_.emplace(std::make_pair(job->user, job->request_id),
+                          job.get());
+      }
       if (job->deadline != absl::InfiniteFuture()) {
         const bool soonest =
             deadlines_.empty() || job->deadline < deadlines_.begin()->first;
         deadlines_.emplace(job->deadline, job.get());
         if (soonest) housekeeper_cv_.Signal();
       }
-      queue_.Push(job);
+      queue_.Push(job, UsageLocked(job->user));
       WakeWorkerForLocked(*job);
     }
   }
   RunCallbacks(pending);
   if (!status.ok()) return status;
-  return job->id;
+  if (!duplicate_of.empty()) {
+    return Submitted{.job_id = duplicate_of, .duplicate = true};
+  }
+  return Submitted{.job_id = job->id, .duplicate = false};
 }
 
 absl::StatusOr<JobView> Scheduler::Impl::Get(const std::string& job_id) {
@@ -483,11 +610,11 @@ absl::StatusOr<JobView> Scheduler::Impl::Cancel(const std::string& job_id) {
       switch (job->state) {
         case JobState::kQueued:
           queue_.Remove(*job);
-          FinishLocked(job, JobState::kCancelled, kCancelledByUser,
-                       absl::OkStatus(), &pending);
+          FinishLocked(job, JobState::kCancelled, Reason::kCancelledByUser,
+                       kCancelledByUser, absl::OkStatus(), &pending);
           break;
         case JobState::kRunning:
-          RequestCancelLocked(*job, kCancelledByUser);
+          RequestCancelLocked(*job, Reason::kCancelledByUser, kCancelledByUser);
           break;
         case JobState::kSucceeded:
         case JobState::kFailed:
@@ -572,17 +699,82 @@ std::vector<ChipView> Scheduler::Impl::ChipsView() {
   {
     MutexLock lock(&mu_);
     SweepLocked(&pending);
-    for (const auto& chip : chips_) {
-      ChipView view;
-      view.id = chip->id;
-      view.busy = chip->current != nullptr;
-      if (view.busy) view.running_job_id = chip->current->id;
-      view.queued_jobs = static_cast<uint32_t>(queue_.RunnableOn(chip->id));
-      views.push_back(std::move(view));
-    }
+    for (const auto& chip : chips_) views.push_back(ChipViewLocked(*chip));
   }
   RunCallbacks(pending);
   return views;
+}
+
+ChipView Scheduler::Impl::ChipViewLocked(const Chip& chip) const {
+  ChipView view;
+  view.id = chip.id;
+  view.busy = chip.current != nullptr;
+  if (view.busy) view.running_job_id = chip.current->id;
+  view.queued_jobs = static_cast<uint32_t>(queue_.RunnableOn(chip.id));
+  view.jobs_started = chip.jobs_started;
+  view.reconfigurations = chip.reconfigurations;
+  view.busy_time = chip.busy_time;
+  if (view.busy) {
+    view.busy_time += std::max(clock_->Now() - chip.current->start_time,
+                               absl::ZeroDuration());
+  }
+  return view;
+}
+
+int Scheduler::Impl::running_jobs_locked() const {
+  int running = 0;
+  for (const auto& chip : chips_) running += chip->current != nullptr;
+  return running;
+}
+
+SchedulerStats Scheduler::Impl::Stats() {
+  PendingList pending;
+  SchedulerStats stats;
+  {
+    MutexLock lock(&mu_);
+    SweepLocked(&pending);
+    stats.queued_jobs = static_cast<int>(queue_.size());
+    stats.running_jobs = running_jobs_locked();
+    stats.users_with_queued_jobs = static_cast<int>(queue_.num_users());
+    stats.retained_results = static_cast<int>(retained_.size());
+    stats.retained_result_bytes = retained_bytes_;
+    stats.job_records = static_cast<int>(jobs_.size());
+    for (const auto& chip : chips_) {
+      stats.chips.push_back(ChipViewLocked(*chip));
+    }
+  }
+  RunCallbacks(pending);
+  return stats;
+}
+
+void Scheduler::Impl::HandBackQueuedLocked(PendingList* pending) {
+  for (std::shared_ptr<Job>& job : queue_.TakeAll()) {
+    FinishLocked(job, JobState::kCancelled, Reason::kCancelledByShutdown,
+                 kCancelledByShutdown, absl::OkStatus(), pending);
+  }
+}
+
+void Scheduler::Impl::Drain(absl::Time deadline) {
+  PendingList pending;
+  {
+    MutexLock lock(&mu_);
+    draining_ = true;
+    HandBackQueuedLocked(&pending);
+  }
+  RunCallbacks(pending);
+  MutexLock lock(&mu_);
+  // terminal_cv_ is signalled whenever a job ends.
+  while (running_jobs_locked() > 0 && absl::Now() < deadline) {
+    terminal_cv_.WaitWithDeadline(&mu_, deadline);
+  }
+  for (auto& chip : chips_) {
+    if (chip->current != nullptr) {
+      RequestCancelLocked(*chip->current, Reason::kCancelledByShutdown,
+                          kCancelledByShutdown);
+    }
+  }
+  // Runners poll their cancel flag; they return promptly.
+  while (running_jobs_locked() > 0) terminal_cv_.Wait(&mu_);
 }
 
 void Scheduler::Impl::WorkerLoop(Chip& chip) {
@@ -603,10 +795,27 @@ std::shared_ptr<Job> Scheduler::Impl::NextJob(Chip& chip) {
         // Never start a job whose deadline has passed.
         SweepLocked(&pending);
         if (!pending.empty()) break;  // run those callbacks first
-        if (std::shared_ptr<Job> job = queue_.PopFor(chip.id)) {
-          chip.idle = false;
+        // An idle worker only looks at the queue once claimed (woken for a
+        // job): a spurious wake-up must not steal a job from the chip chosen
+        // for it (affinity).
+        std::shared_ptr<Job> job =
+            chip.idle ? nullptr : queue_.PopFor(chip.id, clock_->Now());
+        if (job != nullptr) {
           chip.current = job;
+          chip.current_experiment = job->experiment;
+          const bool same_config =
+              chip.configured &&
+              (job->config_key != 0
+                   ? job->config_key == chip.config_key
+                   : chip.config_key == 0 && job->user == chip.config_user);
+          chip.current_reconfigure = !same_config;
+          chip.reconfigurations += !same_config;
+          ++chip.jobs_started;
+          chip.configured = true;
+          chip.config_key = job->config_key;
+          chip.config_user = job->user;
           job->state = JobState::kRunning;
+          job->reason = Reason::kRunning;
           job->state_reason =
               RunningReason(chip.id, /*cancel_requested=*/false);
           job->chip_id = chip.id;
@@ -625,13 +834,16 @@ std::shared_ptr<Job> Scheduler::Impl::NextJob(Chip& chip) {
 
 absl::StatusOr<hxemu::v1::Result> Scheduler::Impl::RunJob(
     Chip& chip, const std::shared_ptr<Job>& job) {
+  // `current_experiment` and `current_reconfigure` are this worker's own
+  // (set under the lock in NextJob, read here, reset in CompleteJob).
   const WorkItem item{
-      .experiment = *job->experiment,
+      .experiment = *chip.current_experiment,
       .cancel_requested = job->cancel_requested,
       .report_progress =
           [job](double done_ms) {
             job->progress_ms.store(done_ms, std::memory_order_relaxed);
           },
+      .reconfigure = chip.current_reconfigure,
   };
   try {
     return chip.runner(item);
@@ -657,13 +869,21 @@ void Scheduler::Impl::CompleteJob(Chip& chip, const std::shared_ptr<Job>& job,
   {
     MutexLock lock(&mu_);
     chip.current = nullptr;
+    chip.current_experiment.reset();
+    const absl::Duration run =
+        std::max(clock_->Now() - job->start_time, absl::ZeroDuration());
+    chip.busy_time += run;
+    AddUsageLocked(job->user, run);
+    mean_run_time_ =
+        mean_run_time_ == absl::ZeroDuration()
+            ? run
+            : (1 - kRunTimeAlpha) * mean_run_time_ + kRunTimeAlpha * run;
     if (result != nullptr) {
       // Whatever the runner reported last, all of it was emulated.
-      job->progress_ms.store(job->experiment->runtime_ms(),
-                             std::memory_order_relaxed);
+      job->progress_ms.store(job->runtime_ms, std::memory_order_relaxed);
       job->result = std::move(result);
       job->result_bytes = result_bytes;
-      FinishLocked(job, JobState::kSucceeded,
+      FinishLocked(job, JobState::kSucceeded, Reason::kSucceeded,
                    absl::StrCat("succeeded on chip ", chip.id),
                    absl::OkStatus(), &pending);
       const bool first = retained_.empty();
@@ -672,15 +892,23 @@ void Scheduler::Impl::CompleteJob(Chip& chip, const std::shared_ptr<Job>& job,
       if (first) housekeeper_cv_.Signal();  // a new TTL to watch
     } else if (job->cancel_requested.load(std::memory_order_relaxed) &&
                absl::IsCancelled(outcome.status())) {
-      FinishLocked(job, JobState::kCancelled, job->cancel_reason,
+      FinishLocked(job,
+                   job->cancel_reason_code == Reason::kExpiredWhileRunning
+                       ? JobState::kExpired
+                       : JobState::kCancelled,
+                   job->cancel_reason_code, job->cancel_reason,
                    absl::OkStatus(), &pending);
     } else {
-      FinishLocked(job, JobState::kFailed,
+      FinishLocked(job, JobState::kFailed, Reason::kFailed,
                    absl::StrCat("failed on chip ", chip.id, ": ",
                                 outcome.status().ToString()),
                    outcome.status(), &pending);
     }
     SweepLocked(&pending);  // the byte budget, at once
+    // The worker goes back to NextJob: claim it for itself if there is work
+    // for it, else it is idle (and claimable by Submit) from now on, not only
+    // once its thread got there.
+    chip.idle = queue_.RunnableOn(chip.id) == 0;
   }
   RunCallbacks(pending);
 }
@@ -714,14 +942,29 @@ void Scheduler::Impl::SweepLocked(PendingList* pending) {
         " since submission passed");
     if (job->state == JobState::kQueued) {
       queue_.Remove(*job);
-      FinishLocked(job, JobState::kExpired,
+      FinishLocked(job, JobState::kExpired, Reason::kExpiredInQueue,
                    absl::StrCat("expired: ", limit, " before it could start"),
                    absl::OkStatus(), pending);
     } else if (job->state == JobState::kRunning) {
       RequestCancelLocked(
-          *job, absl::StrCat("deadline exceeded: ", limit,
-                             " while running on chip ", *job->chip_id));
+          *job, Reason::kExpiredWhileRunning,
+          absl::StrCat("expired: ", limit, " while running on chip ",
+                       *job->chip_id));
     }
+  }
+  // Records: by age, then by count. Only terminal jobs are in `terminal_`.
+  while (!terminal_.empty() &&
+         (now >= terminal_.front()->end_time + job_record_ttl_ ||
+          static_cast<int64_t>(jobs_.size()) > max_job_records_)) {
+    std::shared_ptr<Job> job = std::move(terminal_.front());
+    terminal_.pop_front();
+    // A job still firing its callbacks is forgotten later: a
+    // RemoveDoneCallback waiting for it must find it.
+    if (job->firing) {
+      terminal_.push_front(std::move(job));
+      break;
+    }
+    ForgetLocked(*job);
   }
   while (!retained_.empty()) {
     Job& job = *retained_.front();
@@ -751,19 +994,78 @@ absl::Time Scheduler::Impl::NextDueLocked() const {
   if (!retained_.empty()) {
     due = std::min(due, retained_.front()->end_time + result_ttl_);
   }
+  if (!terminal_.empty()) {
+    due = std::min(due, terminal_.front()->end_time + job_record_ttl_);
+  }
   return due;
+}
+
+void Scheduler::Impl::ForgetLocked(const Job& job) {
+  if (!retained_.empty() && retained_.front().get() == &job) {
+    // Its result is the oldest kept (retained_ is a subsequence of
+    // terminal_, in the same order).
+    retained_bytes_ -= job.result_bytes;
+    retained_.pop_front();
+  }
+  if (!job.request_id.empty()) {
+    requests_.erase(std::make_pair(job.user, job.request_id));
+  }
+  auto by_user = by_user_.find(job.user);
+  if (by_user != by_user_.end()) {
+    by_user->second.erase(job.seq);
+    if (by_user->second.empty()) by_user_.erase(by_user);
+  }
+  const std::string id = job.id;  // `job` dies with its map entry
+  jobs_.erase(id);
+}
+
+double Scheduler::Impl::UsageLocked(const std::string& user) const {
+  auto it = usage_.find(user);
+  if (it == usage_.end()) return 0;
+  if (usage_half_life_ == absl::InfiniteDuration() ||
+      usage_half_life_ <= absl::ZeroDuration()) {
+    return it->second.seconds;
+  }
+  const double half_lives =
+      (clock_->Now() - it->second.as_of) / usage_half_life_;
+  return it->second.seconds * std::exp2(-std::max(half_lives, 0.0));
+}
+
+void Scheduler::Impl::AddUsageLocked(const std::string& user,
+                                     absl::Duration run) {
+  auto weight = user_weights_.find(user);
+  const int w = weight == user_weights_.end() ? 1 : std::max(weight->second, 1);
+  const double decayed = UsageLocked(user);
+  Usage& usage = usage_[user];
+  usage.seconds = decayed + absl::ToDoubleSeconds(run) / w;
+  usage.as_of = clock_->Now();
 }
 
 void Scheduler::Impl::WakeWorkerForLocked(const Job& job) {
   const std::optional<uint32_t> pinned = job.pinned_chip();
+  // The idle chip configured for it best: 2 = same configuration key,
+  // 1 = same user, 0 = other.
+  Chip* best = nullptr;
+  int best_match = -1;
   for (auto& chip : chips_) {
     if (!chip->idle) continue;
     if (pinned.has_value() && *pinned != chip->id) continue;
-    chip->idle = false;  // claimed: the next job wakes another worker
-    chip->work_cv.Signal();
-    return;
+    int match = 0;
+    if (chip->configured) {
+      if (job.config_key != 0 && chip->config_key == job.config_key) {
+        match = 2;
+      } else if (chip->config_user == job.user) {
+        match = 1;
+      }
+    }
+    if (match > best_match) {
+      best = chip.get();
+      best_match = match;
+    }
   }
-  // No idle worker may run it: a busy one picks it up when it is done.
+  if (best == nullptr) return;  // a busy chip picks it up when it is done
+  best->idle = false;           // claimed: the next job wakes another worker
+  best->work_cv.Signal();
 }
 
 void Scheduler::Impl::WakeAnyWorkerLocked() {
@@ -777,13 +1079,17 @@ void Scheduler::Impl::WakeAnyWorkerLocked() {
 }
 
 void Scheduler::Impl::FinishLocked(const std::shared_ptr<Job>& job,
-                                   JobState state, std::string reason,
-                                   absl::Status error, PendingList* pending) {
+                                   JobState state, Reason code,
+                                   std::string reason, absl::Status error,
+                                   PendingList* pending) {
   job->state = state;
+  job->reason = code;
   job->state_reason = std::move(reason);
   job->error = std::move(error);
   job->end_time = clock_->Now();
+  job->experiment.reset();  // records live long; experiments can be large
   deadlines_.erase({job->deadline, job.get()});
+  terminal_.push_back(job);
   terminal_cv_.SignalAll();
   if (job->callbacks.empty()) return;
   PendingCallbacks entry{.job = job, .view = ViewLocked(*job), .callbacks = {}};
@@ -797,9 +1103,12 @@ void Scheduler::Impl::FinishLocked(const std::shared_ptr<Job>& job,
   pending->push_back(std::move(entry));
 }
 
-void Scheduler::Impl::RequestCancelLocked(Job& job, std::string reason) {
+void Scheduler::Impl::RequestCancelLocked(Job& job, Reason code,
+                                          std::string reason) {
   if (job.cancel_requested.load(std::memory_order_relaxed)) return;
   job.cancel_reason = std::move(reason);
+  job.cancel_reason_code = code;
+  job.reason = Reason::kCancelRequested;
   job.cancel_requested.store(true, std::memory_order_relaxed);
   job.state_reason = RunningReason(*job.chip_id, /*cancel_requested=*/true);
 }
@@ -823,24 +1132,47 @@ JobView Scheduler::Impl::ViewLocked(const Job& job) const {
   view.id = job.id;
   view.user = job.user;
   view.state = job.state;
+  view.reason = job.reason;
   view.error = job.error;
   view.progress_ms = job.progress_ms.load(std::memory_order_relaxed);
-  view.runtime_ms = job.experiment->runtime_ms();
+  view.runtime_ms = job.runtime_ms;
   view.chip_id = job.chip_id;
   view.submit_time = job.submit_time;
   view.start_time = job.start_time;
   view.end_time = job.end_time;
   view.deadline = job.deadline;
+  view.result_bytes = job.result_bytes;
   if (job.state == JobState::kQueued) {
     const internal::JobQueue::Ahead ahead = queue_.Position(job);
     view.queue_position = static_cast<uint32_t>(ahead.own + ahead.others);
-    view.state_reason = QueuedReason(ahead, *job.experiment);
+    view.jobs_ahead_own = static_cast<uint32_t>(ahead.own);
+    view.jobs_ahead_other_users = static_cast<uint32_t>(ahead.others);
+    // The chips it may use, and whether all of them are busy.
+    int usable = 0;
+    int busy = 0;
+    for (const auto& chip : chips_) {
+      if (job.pinned && chip->id != job.pinned_chip_id) continue;
+      ++usable;
+      busy += chip->current != nullptr;
+    }
+    view.state_reason = QueuedReason(ahead, job, busy > 0, &view.reason);
+    if (mean_run_time_ > absl::ZeroDuration() && usable > 0) {
+      // Every `usable` jobs ahead take one mean run; if all chips are busy,
+      // the running ones are on average half done.
+      absl::Duration wait =
+          mean_run_time_ * static_cast<double>(view.queue_position / usable);
+      if (busy == usable) wait += mean_run_time_ / 2;
+      view.estimated_start_time = clock_->Now() + wait;
+    }
   } else if (!job.result_evicted_reason.empty()) {
     view.result_evicted = true;
     view.state_reason =
         absl::StrCat(job.state_reason, "; ", job.result_evicted_reason);
   } else {
     view.state_reason = job.state_reason;
+    if (job.result != nullptr && result_ttl_ != absl::InfiniteDuration()) {
+      view.result_expire_time = job.end_time + result_ttl_;
+    }
   }
   return view;
 }
@@ -861,6 +1193,15 @@ Scheduler::Scheduler(
 Scheduler::~Scheduler() { impl_->Shutdown(); }
 
 absl::StatusOr<std::string> Scheduler::Submit(
+    std::string user, std::shared_ptr<const hxemu::v1::Experiment> experiment,
+    const SubmitOptions& options) {
+  absl::StatusOr<Submitted> submitted =
+      impl_->Submit(std::move(user), std::move(experiment), options);
+  if (!submitted.ok()) return submitted.status();
+  return std::move(submitted->job_id);
+}
+
+absl::StatusOr<Submitted> Scheduler::SubmitJob(
     std::string user, std::shared_ptr<const hxemu::v1::Experiment> experiment,
     const SubmitOptions& options) {
   return impl_->Submit(std::move(user), std::move(experiment), options);
@@ -901,6 +1242,10 @@ absl::StatusOr<JobPage> Scheduler::List(const std::string& user, int page_size,
 std::vector<ChipView> Scheduler::ChipsView() const {
   return impl_->ChipsView();
 }
+
+SchedulerStats Scheduler::Stats() const { return impl_->Stats(); }
+
+void Scheduler::Drain(absl::Time deadline) { impl_->Drain(deadline); }
 
 int Scheduler::num_chips() const {
   return static_cast<int>(impl_->chips_.size());

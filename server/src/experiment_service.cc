@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "hxemu/calibration/apply.h"
 #include "hxemu/emulator/parameters.h"
 #include "status_mapping.h"
 
@@ -20,11 +21,43 @@ using ::hxemu::scheduler::JobView;
 
 constexpr size_t kMaxUserNameLength = 64;
 constexpr size_t kMaxIdLength = 128;
-// Result stream chunks stay well below gRPC's default 4 MiB message limit.
-constexpr size_t kMaxResultChunkBytes = 1024 * 1024;
+// Back-off a client should wait before retrying a refused submit [ms]
+// (gRPC's retry policy honours it as server push-back).
+constexpr char kRetryPushbackMs[] = "1000";
 // Longest per-job deadline a client may ask for [s]: 30 days.
 constexpr double kMaxWallTimeS = 30 * 24 * 3600;
 constexpr int kMaxPageSize = 1000;
+
+hxemu::v1::JobReason ReasonToProto(scheduler::Reason reason) {
+  using scheduler::Reason;
+  switch (reason) {
+    case Reason::kWaitingForChip:
+      return hxemu::v1::JOB_REASON_WAITING_FOR_CHIP;
+    case Reason::kBehindOwnJobs:
+      return hxemu::v1::JOB_REASON_BEHIND_OWN_JOBS;
+    case Reason::kBehindOtherUsers:
+      return hxemu::v1::JOB_REASON_BEHIND_OTHER_USERS;
+    case Reason::kWaitingForPinnedChip:
+      return hxemu::v1::JOB_REASON_WAITING_FOR_PINNED_CHIP;
+    case Reason::kRunning:
+      return hxemu::v1::JOB_REASON_RUNNING;
+    case Reason::kCancelRequested:
+      return hxemu::v1::JOB_REASON_CANCEL_REQUESTED;
+    case Reason::kSucceeded:
+      return hxemu::v1::JOB_REASON_SUCCEEDED;
+    case Reason::kFailed:
+      return hxemu::v1::JOB_REASON_FAILED;
+    case Reason::kCancelledByUser:
+      return hxemu::v1::JOB_REASON_CANCELLED_BY_USER;
+    case Reason::kCancelledByShutdown:
+      return hxemu::v1::JOB_REASON_CANCELLED_BY_SHUTDOWN;
+    case Reason::kExpiredInQueue:
+      return hxemu::v1::JOB_REASON_EXPIRED_IN_QUEUE;
+    case Reason::kExpiredWhileRunning:
+      return hxemu::v1::JOB_REASON_EXPIRED_WHILE_RUNNING;
+  }
+  return hxemu::v1::JOB_REASON_UNSPECIFIED;
+}
 
 hxemu::v1::JobState StateToProto(JobState state) {
   switch (state) {
@@ -45,10 +78,23 @@ hxemu::v1::JobState StateToProto(JobState state) {
 }
 
 int64_t UnixMillisOrZero(absl::Time t) {
-  return t == absl::InfinitePast() ? 0 : absl::ToUnixMillis(t);
+  return t == absl::InfinitePast() || t == absl::InfiniteFuture()
+             ? 0
+             : absl::ToUnixMillis(t);
 }
 
-bool IsValidUserName(std::string_view user) {
+uint64_t Fingerprint(std::string_view bytes) {
+  // FNV-1a, 64 bit: stable across runs (unlike std::hash), cheap enough
+  // for request sizes, and 0 is mapped away (0 = "no key").
+  uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : bytes) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h == 0 ? 1 : h;
+}
+
+bool ValidUserName(std::string_view user) {
   if (user.empty() || user.size() > kMaxUserNameLength) return false;
   return std::all_of(user.begin(), user.end(), [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
@@ -58,12 +104,13 @@ bool IsValidUserName(std::string_view user) {
 }
 
 // The calling user from the request metadata; "anonymous" when absent.
-absl::StatusOr<std::string> UserOf(const grpc::CallbackServerContext& context) {
+absl::StatusOr<std::string> UserFromMetadata(
+    const grpc::CallbackServerContext& context) {
   const auto& metadata = context.client_metadata();
   auto it = metadata.find(kUserMetadataKey);
   if (it == metadata.end()) return std::string("anonymous");
   std::string user(it->second.data(), it->second.size());
-  if (!IsValidUserName(user)) {
+  if (!ValidUserName(user)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "metadata ", kUserMetadataKey, ": '",
         user.substr(0, kMaxUserNameLength), "' is not a valid user name (1..",
@@ -315,6 +362,8 @@ class ErrorWriter final : public grpc::ServerWriteReactor<Message> {
 
 }  // namespace
 
+bool IsValidUserName(std::string_view user) { return ValidUserName(user); }
+
 hxemu::v1::Job JobToProto(const JobView& view) {
   hxemu::v1::Job job;
   job.set_job_id(view.id);
@@ -332,7 +381,45 @@ hxemu::v1::Job JobToProto(const JobView& view) {
   job.set_submit_time_unix_ms(UnixMillisOrZero(view.submit_time));
   job.set_start_time_unix_ms(UnixMillisOrZero(view.start_time));
   job.set_end_time_unix_ms(UnixMillisOrZero(view.end_time));
+  job.set_reason(ReasonToProto(view.reason));
+  job.set_jobs_ahead_own(view.jobs_ahead_own);
+  job.set_jobs_ahead_other_users(view.jobs_ahead_other_users);
+  job.set_estimated_start_time_unix_ms(
+      UnixMillisOrZero(view.estimated_start_time));
+  job.set_deadline_unix_ms(UnixMillisOrZero(view.deadline));
+  job.set_result_evicted(view.result_evicted);
+  job.set_result_bytes(view.result_bytes);
+  job.set_result_expire_time_unix_ms(UnixMillisOrZero(view.result_expire_time));
   return job;
+}
+
+uint64_t ConfigKey(const hxemu::v1::Experiment& experiment) {
+  std::string bytes;
+  for (const hxemu::v1::Population& population : experiment.populations()) {
+    if (population.cell_type() == hxemu::v1::CELL_TYPE_HX_NEURON) {
+      population.AppendToString(&bytes);
+    } else {
+      // Spike sources are stimulus, not configuration: only their shape.
+      absl::StrAppend(&bytes, "source:", population.size(), ";");
+    }
+  }
+  for (const hxemu::v1::Projection& projection : experiment.projections()) {
+    projection.AppendToString(&bytes);
+  }
+  // The calibration applied before the run (experiment field
+  // "initial_config", when this build's proto has it).
+  const google::protobuf::FieldDescriptor* initial_config =
+      experiment.GetDescriptor()->FindFieldByName("initial_config");
+  if (initial_config != nullptr &&
+      initial_config->type() ==
+          google::protobuf::FieldDescriptor::TYPE_MESSAGE &&
+      !initial_config->is_repeated() &&
+      experiment.GetReflection()->HasField(experiment, initial_config)) {
+    experiment.GetReflection()
+        ->GetMessage(experiment, initial_config)
+        .AppendToString(&bytes);
+  }
+  return Fingerprint(bytes);
 }
 
 std::vector<hxemu::v1::ResultChunk> SplitResult(const hxemu::v1::Result& result,
@@ -414,12 +501,32 @@ std::vector<hxemu::v1::ResultChunk> SplitResult(const hxemu::v1::Result& result,
 
 ExperimentService::ExperimentService(scheduler::Scheduler* scheduler,
                                      ServerMetrics* metrics,
-                                     emulator::ExperimentLimits limits,
-                                     int num_chips)
-    : scheduler_(scheduler),
-      metrics_(metrics),
-      limits_(limits),
-      num_chips_(num_chips) {}
+                                     const ServerOptions& options)
+    : scheduler_(scheduler), metrics_(metrics), options_(options) {}
+
+absl::StatusOr<std::string> ExperimentService::UserOf(
+    const grpc::CallbackServerContext& context) const {
+  if (options_.auth_tokens.empty()) return UserFromMetadata(context);
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find(kAuthMetadataKey);
+  constexpr std::string_view kBearer = "Bearer ";
+  if (it == metadata.end()) {
+    return absl::UnauthenticatedError(
+        "metadata authorization: missing; this server needs "
+        "'authorization: Bearer <token>'");
+  }
+  const std::string_view value(it->second.data(), it->second.size());
+  if (value.substr(0, kBearer.size()) != kBearer) {
+    return absl::UnauthenticatedError(
+        "metadata authorization: not of the form 'Bearer <token>'");
+  }
+  auto user =
+      options_.auth_tokens.find(std::string(value.substr(kBearer.size())));
+  if (user == options_.auth_tokens.end()) {
+    return absl::UnauthenticatedError("metadata authorization: unknown token");
+  }
+  return user->second;
+}
 
 absl::StatusOr<JobView> ExperimentService::FindOwnJob(
     const std::string& user, const std::string& job_id) const {
@@ -438,6 +545,10 @@ grpc::ServerUnaryReactor* ExperimentService::SubmitJob(
   absl::StatusOr<hxemu::v1::Job> job = Submit(*context, *request);
   metrics_->JobSubmitted(job.ok());
   if (job.ok()) *response = *std::move(job);
+  if (absl::IsResourceExhausted(job.status()) ||
+      absl::IsUnavailable(job.status())) {
+    context->AddTrailingMetadata("grpc-retry-pushback-ms", kRetryPushbackMs);
+  }
   return FinishUnary(context, job.status());
 }
 
@@ -455,55 +566,58 @@ absl::StatusOr<hxemu::v1::Job> ExperimentService::Submit(
     return absl::InvalidArgumentError("experiment: is required");
   }
   if (absl::Status s =
-          emulator::ValidateExperiment(request.experiment(), limits_);
+          emulator::ValidateExperiment(request.experiment(), options_.limits);
       !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("experiment.", s.message()));
   }
-
-  std::string request_key;
-  uint64_t fingerprint = 0;
-  if (!request.request_id().empty()) {
-    request_key = absl::StrCat(*user, "\n", request.request_id());
-    std::string bytes;
-    request.experiment().SerializeToString(&bytes);
-    fingerprint = std::hash<std::string>{}(bytes);
-    absl::MutexLock lock(&mu_);
-    if (auto it = requests_.find(request_key); it != requests_.end()) {
-      if (it->second.experiment_fingerprint != fingerprint) {
-        return absl::AlreadyExistsError(
-            absl::StrCat("request_id: '", request.request_id(),
-                         "' was already used for a different experiment"));
-      }
-      absl::StatusOr<JobView> first = scheduler_->Get(it->second.job_id);
-      if (!first.ok()) return first.status();
-      return JobToProto(*first);
+  // Experiment.initial_config: the calibrated per-neuron values become
+  // explicit parameters here, at the API edge (contract C3).
+  absl::StatusOr<hxemu::v1::Experiment> experiment =
+      calibration::ApplyInitialConfig(request.experiment());
+  if (!experiment.ok()) {
+    return absl::Status(
+        experiment.status().code(),
+        absl::StrCat("experiment.", experiment.status().message()));
+  }
+  if (request.experiment().has_initial_config()) {
+    if (absl::Status s =
+            emulator::ValidateExperiment(*experiment, options_.limits);
+        !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("experiment.", s.message()));
     }
   }
 
-  scheduler::SubmitOptions submit_options;
   const double max_wall_time_s = request.max_wall_time_s();
   if (!(max_wall_time_s >= 0) || max_wall_time_s > kMaxWallTimeS) {
     return absl::InvalidArgumentError(absl::StrCat(
         "max_wall_time_s: ", max_wall_time_s, " is out of range 0..",
         kMaxWallTimeS, " (0 = no deadline)"));
   }
+
+  scheduler::SubmitOptions submit_options;
   if (max_wall_time_s > 0) {
     submit_options.max_wall_time = absl::Seconds(max_wall_time_s);
   }
-  absl::StatusOr<std::string> job_id = scheduler_->Submit(
-      *user,
-      std::make_shared<const hxemu::v1::Experiment>(request.experiment()),
-      submit_options);
-  if (!job_id.ok()) return job_id.status();
-  if (!request_key.empty()) {
-    absl::MutexLock lock(&mu_);
-    requests_.emplace(request_key, SubmittedRequest{*job_id, fingerprint});
+  if (!request.request_id().empty()) {
+    // The scheduler dedups atomically (two racing retries get one job).
+    submit_options.request_id = request.request_id();
+    submit_options.request_fingerprint =
+        Fingerprint(request.SerializeAsString());
   }
-  ServerMetrics* metrics = metrics_;
-  // The handle is not kept: the callback fires once, when the job ends.
-  (void)scheduler_->AddDoneCallback(
-      *job_id, [metrics](const JobView& view) { metrics->JobFinished(view); });
-  absl::StatusOr<JobView> view = scheduler_->Get(*job_id);
+  submit_options.config_key = ConfigKey(*experiment);
+  absl::StatusOr<scheduler::Submitted> submitted = scheduler_->SubmitJob(
+      *user,
+      std::make_shared<const hxemu::v1::Experiment>(*std::move(experiment)),
+      submit_options);
+  if (!submitted.ok()) return submitted.status();
+  if (!submitted->duplicate) {
+    // The handle is not kept: the callback fires once, when the job ends.
+    ServerMetrics* metrics = metrics_;
+    (void)scheduler_->AddDoneCallback(
+        submitted->job_id,
+        [metrics](const JobView& v) { metrics->JobFinished(v); });
+  }
+  absl::StatusOr<JobView> view = scheduler_->Get(submitted->job_id);
   if (!view.ok()) return view.status();
   return JobToProto(*view);
 }
@@ -607,24 +721,82 @@ grpc::ServerUnaryReactor* ExperimentService::ListChips(
     grpc::CallbackServerContext* context,
     const hxemu::v1::ListChipsRequest* /*request*/,
     hxemu::v1::ListChipsResponse* response) {
+  if (absl::StatusOr<std::string> user = UserOf(*context); !user.ok()) {
+    return FinishUnary(context, user.status());
+  }
   // Chips are shared: no job ids here, they belong to their users.
   for (const scheduler::ChipView& chip : scheduler_->ChipsView()) {
     hxemu::v1::ChipInfo* info = response->add_chips();
     info->set_chip_id(chip.id);
     info->set_busy(chip.busy);
     info->set_queued_jobs(chip.queued_jobs);
+    info->set_jobs_started(chip.jobs_started);
+    info->set_reconfigurations(chip.reconfigurations);
+    info->set_busy_seconds(absl::ToDoubleSeconds(chip.busy_time));
+    if (calibrations_ != nullptr) {
+      std::string message;
+      info->set_calibration_state(
+          calibrations_->DefaultState(chip.id, &message));
+      info->set_calibration_message(message);
+    }
   }
   return FinishUnary(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ExperimentService::GetCalibration(
+    grpc::CallbackServerContext* context,
+    const hxemu::v1::GetCalibrationRequest* request,
+    hxemu::v1::Calibration* response) {
+  if (absl::StatusOr<std::string> user = UserOf(*context); !user.ok()) {
+    return FinishUnary(context, user.status());
+  }
+  if (calibrations_ == nullptr) {
+    return FinishUnary(
+        context, absl::UnavailableError("calibrations are not served here"));
+  }
+  // Finished from the store's worker thread when the calibration has to be
+  // computed; at once otherwise. The store answers every request (Stop
+  // fails the waiting ones), so Finish is called exactly once.
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  std::optional<uint32_t> chip_id;
+  if (request->has_chip_id()) chip_id = request->chip_id();
+  calibrations_->Get(
+      chip_id, request->targets(),
+      [reactor, response](absl::StatusOr<hxemu::v1::Calibration> cal) {
+        if (cal.ok()) *response = *std::move(cal);
+        reactor->Finish(ToGrpcStatus(cal.status()));
+      });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* ExperimentService::GetServerInfo(
     grpc::CallbackServerContext* context,
     const hxemu::v1::GetServerInfoRequest* /*request*/,
     hxemu::v1::ServerInfo* response) {
+  if (absl::StatusOr<std::string> user = UserOf(*context); !user.ok()) {
+    return FinishUnary(context, user.status());
+  }
   response->set_version(HXEMU_VERSION);
-  response->set_num_chips(static_cast<uint32_t>(num_chips_));
+  response->set_num_chips(static_cast<uint32_t>(options_.num_chips));
   response->set_chip_model("HICANN-X v3 (BrainScaleS-2), emulated");
-  response->set_max_runtime_ms(limits_.max_runtime_ms);
+  const emulator::ExperimentLimits& limits = options_.limits;
+  response->set_max_runtime_ms(limits.max_runtime_ms);
+  response->set_max_request_bytes(options_.max_request_bytes);
+  response->set_max_madc_samples(limits.max_madc_samples);
+  response->set_max_recorded_spikes(limits.max_recorded_spikes);
+  response->set_max_input_spikes(limits.max_input_spikes);
+  response->set_max_source_neurons(limits.max_source_neurons);
+  response->set_max_queued_jobs(options_.max_queued_jobs);
+  response->set_max_queued_jobs_per_user(options_.max_queued_jobs_per_user);
+  response->set_max_wall_time_s(kMaxWallTimeS);
+  response->set_result_ttl_s(absl::ToDoubleSeconds(options_.result_ttl));
+  response->set_max_result_bytes(options_.max_result_bytes);
+  response->set_max_result_chunk_bytes(kMaxResultChunkBytes);
+  response->set_user_time_slice_ms(
+      absl::ToDoubleMilliseconds(options_.user_time_slice));
+  response->set_usage_half_life_s(
+      absl::ToDoubleSeconds(options_.usage_half_life));
+  response->set_auth_required(!options_.auth_tokens.empty());
   for (const emulator::NeuronParameterInfo& p :
        emulator::NeuronParameterTable()) {
     hxemu::v1::ParameterInfo* info = response->add_neuron_parameters();

@@ -11,15 +11,30 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
+#include "calibration_store.h"
 #include "hxemu/emulator/chip.h"
 #include "hxemu/scheduler/scheduler.h"
+#include "hxemu/server/server.h"
 #include "hxemu/v1/service.grpc.pb.h"
 #include "metrics.h"
 
 namespace hxemu::server {
 
-// The gRPC metadata key that names the calling user.
+// The gRPC metadata key that names the calling user (without auth).
 inline constexpr char kUserMetadataKey[] = "hxemu-user";
+// With auth: "authorization: Bearer <token>".
+inline constexpr char kAuthMetadataKey[] = "authorization";
+// GetResult chunks stay well below gRPC's default 4 MiB message limit.
+inline constexpr size_t kMaxResultChunkBytes = 1024 * 1024;
+
+// 1..64 characters of A-Z a-z 0-9 . _ - @.
+bool IsValidUserName(std::string_view user);
+
+// The chip configuration a job needs, as a fingerprint: everything that is
+// written to the chip before the run (populations without their spike
+// times, projections, initial_config), not the stimulus, recording, seed or
+// runtime. Equal keys = no reconfiguration between two jobs. Never 0.
+uint64_t ConfigKey(const hxemu::v1::Experiment& experiment);
 
 // Splits a result into stream chunks of roughly at most `max_chunk_bytes`
 // each; long traces are split into several pieces. Concatenating the pieces
@@ -35,7 +50,7 @@ class ExperimentService final
  public:
   // `scheduler` and `metrics` must outlive the service.
   ExperimentService(scheduler::Scheduler* scheduler, ServerMetrics* metrics,
-                    emulator::ExperimentLimits limits, int num_chips);
+                    const ServerOptions& options);
 
   grpc::ServerUnaryReactor* SubmitJob(
       grpc::CallbackServerContext* context,
@@ -65,12 +80,24 @@ class ExperimentService final
       grpc::CallbackServerContext* context,
       const hxemu::v1::ListChipsRequest* request,
       hxemu::v1::ListChipsResponse* response) override;
+  grpc::ServerUnaryReactor* GetCalibration(
+      grpc::CallbackServerContext* context,
+      const hxemu::v1::GetCalibrationRequest* request,
+      hxemu::v1::Calibration* response) override;
+  // Serves GetCalibration and the calibration state in ListChips; without
+  // one GetCalibration answers UNAVAILABLE. Must outlive the service.
+  void set_calibration_store(CalibrationStore* store) { calibrations_ = store; }
   grpc::ServerUnaryReactor* GetServerInfo(
       grpc::CallbackServerContext* context,
       const hxemu::v1::GetServerInfoRequest* request,
       hxemu::v1::ServerInfo* response) override;
 
  private:
+  // The calling user: from the bearer token with auth, else from the
+  // hxemu-user metadata ("anonymous" when absent).
+  absl::StatusOr<std::string> UserOf(
+      const grpc::CallbackServerContext& context) const;
+
   // The job if it exists and belongs to `user`; NOT_FOUND otherwise (the same
   // answer for "no such job" and "not yours").
   absl::StatusOr<scheduler::JobView> FindOwnJob(
@@ -83,18 +110,8 @@ class ExperimentService final
 
   scheduler::Scheduler* const scheduler_;
   ServerMetrics* const metrics_;
-  const emulator::ExperimentLimits limits_;
-  const int num_chips_;
-
-  // Idempotent submits: (user, request_id) -> the first job and a fingerprint
-  // of its experiment (a different experiment under the same id is refused).
-  struct SubmittedRequest {
-    std::string job_id;
-    uint64_t experiment_fingerprint;
-  };
-  absl::Mutex mu_;
-  absl::flat_hash_map<std::string, SubmittedRequest> requests_
-      ABSL_GUARDED_BY(mu_);
+  const ServerOptions options_;
+  CalibrationStore* calibrations_ = nullptr;
 };
 
 }  // namespace hxemu::server

@@ -2,6 +2,8 @@
 
 #include <cctype>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace hxemu::server {
 namespace {
@@ -78,6 +80,89 @@ void ServerMetrics::JobFinished(const scheduler::JobView& view) {
 
 void ServerMetrics::ResultBytesSent(size_t bytes) {
   result_bytes_.Increment(static_cast<double>(bytes));
+}
+
+SchedulerCollector::SchedulerCollector(const scheduler::Scheduler* scheduler,
+                                       std::string version)
+    : scheduler_(scheduler), version_(std::move(version)) {}
+
+std::vector<prometheus::MetricFamily> SchedulerCollector::Collect() const {
+  const scheduler::SchedulerStats stats = scheduler_->Stats();
+  std::vector<prometheus::MetricFamily> families;
+  auto family = [&](const char* name, const char* help,
+                    prometheus::MetricType type) -> prometheus::MetricFamily& {
+    prometheus::MetricFamily& f = families.emplace_back();
+    f.name = name;
+    f.help = help;
+    f.type = type;
+    return f;
+  };
+  auto gauge = [&](const char* name, const char* help, double value) {
+    family(name, help, prometheus::MetricType::Gauge)
+        .metric.emplace_back()
+        .gauge.value = value;
+  };
+  gauge("hxemu_jobs_queued", "Jobs waiting in the queue (queue depth)",
+        stats.queued_jobs);
+  gauge("hxemu_jobs_running", "Jobs running on a chip", stats.running_jobs);
+  gauge("hxemu_users_queued", "Users with at least one queued job",
+        stats.users_with_queued_jobs);
+  gauge("hxemu_results_retained", "Results kept for GetResult",
+        stats.retained_results);
+  gauge("hxemu_results_retained_bytes", "Bytes of results kept",
+        static_cast<double>(stats.retained_result_bytes));
+  gauge("hxemu_job_records", "Job records kept (any state)", stats.job_records);
+
+  // Built apart and appended at the end: references into `families` would
+  // dangle as it grows.
+  auto chip_family = [](const char* name, const char* help,
+                        prometheus::MetricType type) {
+    prometheus::MetricFamily f;
+    f.name = name;
+    f.help = help;
+    f.type = type;
+    return f;
+  };
+  prometheus::MetricFamily busy =
+      chip_family("hxemu_chip_busy", "1 while the chip runs a job, else 0",
+                  prometheus::MetricType::Gauge);
+  prometheus::MetricFamily busy_seconds = chip_family(
+      "hxemu_chip_busy_seconds_total", "Wall time the chip ran jobs",
+      prometheus::MetricType::Counter);
+  prometheus::MetricFamily started =
+      chip_family("hxemu_chip_jobs_started_total", "Jobs started on the chip",
+                  prometheus::MetricType::Counter);
+  prometheus::MetricFamily reconfigurations = chip_family(
+      "hxemu_chip_reconfigurations_total",
+      "Jobs that needed another chip configuration than the job before",
+      prometheus::MetricType::Counter);
+  for (const scheduler::ChipView& chip : stats.chips) {
+    const std::vector<prometheus::ClientMetric::Label> labels = {
+        {"chip", std::to_string(chip.id)}};
+    prometheus::ClientMetric& b = busy.metric.emplace_back();
+    b.label = labels;
+    b.gauge.value = chip.busy ? 1 : 0;
+    prometheus::ClientMetric& s = busy_seconds.metric.emplace_back();
+    s.label = labels;
+    s.counter.value = absl::ToDoubleSeconds(chip.busy_time);
+    prometheus::ClientMetric& j = started.metric.emplace_back();
+    j.label = labels;
+    j.counter.value = static_cast<double>(chip.jobs_started);
+    prometheus::ClientMetric& r = reconfigurations.metric.emplace_back();
+    r.label = labels;
+    r.counter.value = static_cast<double>(chip.reconfigurations);
+  }
+  families.push_back(std::move(busy));
+  families.push_back(std::move(busy_seconds));
+  families.push_back(std::move(started));
+  families.push_back(std::move(reconfigurations));
+  prometheus::ClientMetric& info =
+      family("hxemu_build_info", "The server's version (value 1)",
+             prometheus::MetricType::Gauge)
+          .metric.emplace_back();
+  info.label = {{"version", version_}};
+  info.gauge.value = 1;
+  return families;
 }
 
 }  // namespace hxemu::server

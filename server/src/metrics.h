@@ -4,8 +4,10 @@
 // labels (each label value is a time series).
 #pragma once
 
+#include <prometheus/collectable.h>
 #include <prometheus/counter.h>
 #include <prometheus/histogram.h>
+#include <prometheus/metric_family.h>
 #include <prometheus/registry.h>
 
 #include <cstddef>
@@ -35,6 +37,21 @@ class ServerMetrics {
   prometheus::Histogram& run_seconds_;
   prometheus::Counter& emulated_seconds_;
   prometheus::Counter& result_bytes_;
+};
+
+// The scheduler's state, read at every scrape (no bookkeeping on the job
+// path): queue depth, running jobs, per-chip busy/runs/reconfigurations
+// (label `chip`: bounded by the pool size), retained results, build info.
+class SchedulerCollector final : public prometheus::Collectable {
+ public:
+  // `scheduler` must outlive the collector's registration.
+  SchedulerCollector(const scheduler::Scheduler* scheduler,
+                     std::string version);
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
+ private:
+  const scheduler::Scheduler* const scheduler_;
+  const std::string version_;
 };
 
 }  // namespace hxemu::server

@@ -8,12 +8,15 @@
 #include <prometheus/exposer.h>
 #include <prometheus/registry.h>
 
+#include <algorithm>
+#include <fstream>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "experiment_service.h"
 #include "hxemu/emulator/parameters.h"
@@ -32,7 +35,10 @@ struct Server::Impl {
   std::unique_ptr<ServerMetrics> metrics;
   std::unique_ptr<prometheus::Exposer> exposer;
   std::unique_ptr<scheduler::Scheduler> scheduler;
+  // Before the service, which points to it.
+  std::unique_ptr<CalibrationStore> calibrations;
   std::unique_ptr<ExperimentService> service;
+  std::shared_ptr<SchedulerCollector> collector;
   std::unique_ptr<grpc::Server> grpc_server;
 
   absl::Mutex mu;
@@ -60,6 +66,36 @@ absl::Status CheckOptions(const ServerOptions& options) {
   }
   if (!(options.limits.max_runtime_ms > 0)) {
     return absl::InvalidArgumentError("max_runtime_ms: must be > 0");
+  }
+  if (options.max_request_bytes < 1024) {
+    return absl::InvalidArgumentError("max_request_bytes: must be >= 1024");
+  }
+  if (options.limits.max_madc_samples < 0 ||
+      options.limits.max_recorded_spikes < 0 ||
+      options.limits.max_input_spikes < 0 ||
+      options.limits.max_source_neurons < 0) {
+    return absl::InvalidArgumentError(
+        "max_madc_samples, max_recorded_spikes, max_input_spikes, "
+        "max_source_neurons: must be >= 0");
+  }
+  if (options.user_time_slice < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("user_time_slice_ms: must be >= 0");
+  }
+  if (options.usage_half_life < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("usage_half_life_s: must be >= 0");
+  }
+  if (options.job_record_ttl <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("job_record_ttl_s: must be > 0");
+  }
+  if (options.max_job_records < 1) {
+    return absl::InvalidArgumentError("max_job_records: must be >= 1");
+  }
+  for (const auto& [user, weight] : options.user_weights) {
+    if (weight < 1 || weight > 1000) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("user_weights: weight ", weight, " of user '", user,
+                       "' is out of range 1..1000"));
+    }
   }
   return absl::OkStatus();
 }
@@ -104,6 +140,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   scheduler_options.max_queued_jobs_per_user = options.max_queued_jobs_per_user;
   scheduler_options.result_ttl = options.result_ttl;
   scheduler_options.max_result_bytes = options.max_result_bytes;
+  scheduler_options.user_weights = options.user_weights;
+  scheduler_options.user_time_slice = options.user_time_slice;
+  // 0 = no decay (the scheduler's InfiniteDuration).
+  scheduler_options.usage_half_life =
+      options.usage_half_life == absl::ZeroDuration() ? absl::InfiniteDuration()
+                                                      : options.usage_half_life;
+  scheduler_options.job_record_ttl = options.job_record_ttl;
+  scheduler_options.max_job_records = options.max_job_records;
   const emulator::ExperimentLimits limits = options.limits;
   impl->scheduler = std::make_unique<scheduler::Scheduler>(
       scheduler_options, [limits](uint32_t chip_id) -> scheduler::ChipRunner {
@@ -116,8 +160,19 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
         };
       });
   impl->service = std::make_unique<ExperimentService>(
-      impl->scheduler.get(), impl->metrics.get(), options.limits,
-      options.num_chips);
+      impl->scheduler.get(), impl->metrics.get(), options);
+  CalibrationStore::Options calibration_options;
+  calibration_options.num_chips = options.num_chips;
+  calibration_options.cache_dir = options.calibration_cache_dir;
+  calibration_options.calibrate_at_start = options.calibrate_at_start;
+  calibration_options.circuits = options.calibration_circuits;
+  impl->calibrations = std::make_unique<CalibrationStore>(calibration_options);
+  impl->service->set_calibration_store(impl->calibrations.get());
+  if (impl->exposer != nullptr) {
+    impl->collector = std::make_shared<SchedulerCollector>(
+        impl->scheduler.get(), HXEMU_VERSION);
+    impl->exposer->RegisterCollectable(impl->collector);
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -138,7 +193,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
 
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-Server::~Server() { Shutdown(absl::Seconds(1)); }
+Server::~Server() { Shutdown(absl::ZeroDuration()); }
 
 const std::string& Server::address() const { return impl_->address; }
 int Server::port() const { return impl_->port; }
@@ -154,10 +209,22 @@ void Server::Shutdown(absl::Duration grace) {
     if (impl_->shut_down) return;
     impl_->shut_down = true;
   }
+  const absl::Time end = absl::Now() + grace;
   impl_->grpc_server->GetHealthCheckService()->SetServingStatus(false);
-  impl_->grpc_server->Shutdown(absl::ToChronoTime(absl::Now() + grace));
-  // No RPC can reach the scheduler any more: stop it (running jobs finish,
-  // queued ones are cancelled).
+  // Refuse new jobs, hand back the queued ones, let the running ones finish
+  // (or stop them at `end`). Calls keep being served meanwhile, so clients
+  // see their jobs end and can fetch results.
+  impl_->scheduler->Drain(end);
+  // Answers the GetCalibration calls still waiting (UNAVAILABLE), so that
+  // no call keeps the gRPC shutdown waiting.
+  impl_->calibrations->Stop();
+  impl_->grpc_server->Shutdown(
+      absl::ToChronoTime(std::max(end, absl::Now() + absl::Milliseconds(100))));
+  // No RPC can reach the scheduler any more; the metrics endpoint must not
+  // read it either.
+  if (impl_->exposer != nullptr && impl_->collector != nullptr) {
+    impl_->exposer->RemoveCollectable(impl_->collector);
+  }
   impl_->scheduler.reset();
 }
 
@@ -187,6 +254,50 @@ std::string JsonString(std::string_view text) {
 }
 
 }  // namespace
+
+absl::StatusOr<absl::flat_hash_map<std::string, std::string>> ReadTokenFile(
+    const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrCat("auth_token_file: cannot read '", path, "'"));
+  }
+  absl::flat_hash_map<std::string, std::string> tokens;
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    if (size_t hash = line.find('#'); hash != std::string::npos) {
+      line.resize(hash);
+    }
+    std::vector<std::string> words =
+        absl::StrSplit(line, absl::ByAnyChar(" \t\r"), absl::SkipEmpty());
+    if (words.empty()) continue;
+    const std::string where =
+        absl::StrCat("auth_token_file: ", path, ":", number, ": ");
+    if (words.size() != 2) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, "expected 'TOKEN USER', found ", words.size(), " words"));
+    }
+    if (words[0].size() < 16) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, "token shorter than 16 characters"));
+    }
+    if (!IsValidUserName(words[1])) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, "'", words[1],
+          "' is not a valid user name (1..64 characters of A-Z a-z 0-9 . _ "
+          "- @)"));
+    }
+    if (!tokens.emplace(words[0], words[1]).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, "token listed twice"));
+    }
+  }
+  if (tokens.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("auth_token_file: '", path, "' lists no tokens"));
+  }
+  return tokens;
+}
 
 std::string NeuronParameterTableJson() {
   std::vector<std::string> entries;

@@ -1,16 +1,40 @@
-// Benchmarks of the emulator library (first cut; a later issue replaces this
-// with the real benchmark suite).
+// Benchmark of the emulator on the reference load (issue 3), printed as
+// figures; it never fails because a machine is slow.
 //
-// BM_Chip_Run_LeakOverThreshold/N: N leak-over-threshold neurons (the
-// tutorial's second operating point, all spiking) for 1 ms of emulated time,
-// spikes of all neurons and the membrane of one recorded. Counters:
-//   neuron_steps/s   neuron updates (8 ns steps) per wall second
-//   emulated_ms/s    emulated time per wall second (1000 = real time for the
-//                    hardware, which runs 1000x faster than biology)
-#include <benchmark/benchmark.h>
+// Reference load: a full chip of 512 AdEx neurons (exponential term on,
+// tau_mem 10 us, tau_syn 5 us, refractory 2 us) driven by 256 external
+// Poisson sources at 200 kHz (hardware time) through all 131072 synapses
+// (every source to every neuron, random 6-bit weights), plus a random
+// constant current per neuron, so that the neurons fire irregularly. It is
+// the network of the Brian2 peer script (../shared/peers/brian2_adex.py) in
+// hardware units.
+//
+// Prints, for one chip on one thread and for two chips on two threads:
+//   neuron-steps/s   placed neurons x 8 ns steps of hardware time per wall s
+//   hw ms/s          milliseconds of hardware time per wall second (per chip)
+// and, if /usr/bin/python3 has brian2, the same network on Brian2's
+// cpp_standalone target: the peer script's own figure (including Python and
+// the C++ compilation), then its compiled simulation run again alone, and the
+// ratios.
+//
+// Usage: emulator_bench [--runtime_ms=2] [--brian_steps=200000] [--no_brian]
+#include <sys/resource.h>
+#include <time.h>
 
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
 
+#include "absl/status/statusor.h"
 #include "hxemu/emulator/chip.h"
 #include "hxemu/emulator/chip_constants.h"
 #include "hxemu/v1/experiment.pb.h"
@@ -18,25 +42,73 @@
 namespace hxemu::emulator {
 namespace {
 
-hxemu::v1::Experiment LeakOverThreshold(uint32_t neurons, double runtime_ms) {
+bool g_no_macro = false;
+bool g_no_noise = false;
+
+constexpr uint32_t kNeurons = 512;
+constexpr uint32_t kSources = 256;
+constexpr double kSourceRateHz = 200e3;
+constexpr char kPeerScript[] = "/work/shared/peers/brian2_adex.py";
+constexpr char kPython[] = "/usr/bin/python3";
+
+void SetParam(hxemu::v1::Population* pop, const char* name, int32_t value) {
+  hxemu::v1::NeuronParameter* p = pop->add_parameters();
+  p->set_name(name);
+  p->add_values(value);
+}
+
+hxemu::v1::Experiment ReferenceLoad(double runtime_ms) {
   hxemu::v1::Experiment e;
   hxemu::v1::Population* pop = e.add_populations();
-  pop->set_size(neurons);
+  pop->set_size(kNeurons);
   pop->set_cell_type(hxemu::v1::CELL_TYPE_HX_NEURON);
+  // C = 0.1 + 54 x 2.2 / 63 = 1.99 pF, g_leak = 400 x 0.5 nS = 200 nS
+  // (tau_mem 10 us); E_leak 0.55 V, V_T 0.565 V (E_leak + 15 mV), Delta_T
+  // 2 mV, threshold 0.575 V (+25 mV), reset 0.545 V (-5 mV), refractory
+  // 250 x 8 ns = 2 us, tau_syn = 2 ms / 400 = 5 us.
   const std::pair<const char*, int32_t> params[] = {
-      {"leak_v_leak", 1000},
-      {"leak_i_bias", 150},
-      {"threshold_v_threshold", 300},
-      {"reset_v_reset", 400},
-      {"membrane_capacitance_capacitance", 63},
-      {"refractory_period_refractory_time", 255},
+      {"membrane_capacitance_capacitance", 54},
+      {"leak_v_leak", 600},
+      {"leak_i_bias", 400},
+      {"exponential_enable", 1},
+      {"exponential_v_exp", 252},
+      {"exponential_i_bias", 100},
       {"threshold_enable", 1},
+      {"threshold_v_threshold", 260},
+      {"reset_v_reset", 593},
       {"reset_i_bias", 1022},
-      {"reset_enable_multiplication", 1}};
-  for (const auto& [name, value] : params) {
-    hxemu::v1::NeuronParameter* p = pop->add_parameters();
-    p->set_name(name);
-    p->add_values(value);
+      {"reset_enable_multiplication", 1},
+      {"refractory_period_refractory_time", 250},
+      {"excitatory_input_enable", 1},
+      {"excitatory_input_i_bias_tau", 400},
+      {"excitatory_input_i_bias_gm", 2},
+      {"constant_current_enable", 1}};
+  for (const auto& [name, value] : params) SetParam(pop, name, value);
+  // I_e uniform in 0 .. 0.5 nA (code x 0.1 nA), per neuron.
+  std::mt19937 rng(42);
+  hxemu::v1::NeuronParameter* offset = pop->add_parameters();
+  offset->set_name("constant_current_i_offset");
+  for (uint32_t n = 0; n < kNeurons; ++n) {
+    offset->add_values(static_cast<int32_t>(rng() % 6));
+  }
+
+  hxemu::v1::Population* src = e.add_populations();
+  src->set_size(kSources);
+  src->set_cell_type(hxemu::v1::CELL_TYPE_SPIKE_SOURCE_POISSON);
+  src->mutable_spike_source_poisson()->set_rate_hz(kSourceRateHz);
+
+  // Every source to every neuron, weight uniform in 0..12 (1.6 pA per LSB
+  // at gm 2: 0..19 pA, mean ~10 pA as in the peer script).
+  hxemu::v1::Projection* proj = e.add_projections();
+  proj->set_pre_population(1);
+  proj->set_post_population(0);
+  proj->set_receptor_type(hxemu::v1::RECEPTOR_TYPE_EXCITATORY);
+  for (uint32_t i = 0; i < kSources; ++i) {
+    for (uint32_t j = 0; j < kNeurons; ++j) {
+      proj->add_pre_indices(i);
+      proj->add_post_indices(j);
+      proj->add_weights(static_cast<int32_t>(1 + rng() % 12));
+    }
   }
   hxemu::v1::Recording* spikes = e.add_recordings();
   spikes->set_population(0);
@@ -50,37 +122,206 @@ hxemu::v1::Experiment LeakOverThreshold(uint32_t neurons, double runtime_ms) {
   return e;
 }
 
-void BM_Chip_Run_LeakOverThreshold(benchmark::State& state) {
-  const uint32_t neurons = static_cast<uint32_t>(state.range(0));
-  constexpr double kRuntimeMs = 1.0;
-  const hxemu::v1::Experiment e = LeakOverThreshold(neurons, kRuntimeMs);
-  Chip chip(0);
-  int64_t spikes = 0;
-  for (auto _ : state) {
-    absl::StatusOr<hxemu::v1::Result> r = chip.Run(e, {}, {});
-    if (!r.ok()) {
-      state.SkipWithError(std::string(r.status().message()).c_str());
-      return;
-    }
-    for (const auto& t : r->spike_trains()) spikes += t.times_ticks_size();
-    benchmark::DoNotOptimize(r);
-  }
-  const double steps_per_run = kRuntimeMs * kTicksPerMs;
-  state.counters["neuron_steps/s"] = benchmark::Counter(
-      static_cast<double>(state.iterations()) * steps_per_run * neurons,
-      benchmark::Counter::kIsRate);
-  state.counters["emulated_ms/s"] =
-      benchmark::Counter(static_cast<double>(state.iterations()) * kRuntimeMs,
-                         benchmark::Counter::kIsRate);
-  state.counters["spikes/run"] = benchmark::Counter(
-      static_cast<double>(spikes) / static_cast<double>(state.iterations()));
+// CPU time of the calling thread [s] (the machine may be shared: CPU time
+// is what the emulator itself used).
+double ThreadCpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) +
+         1e-9 * static_cast<double>(ts.tv_nsec);
 }
-BENCHMARK(BM_Chip_Run_LeakOverThreshold)
-    ->Arg(1)
-    ->Arg(512)
-    ->Unit(benchmark::kMillisecond);
+
+struct ChipFigures {
+  double wall_s = 0.0;
+  double cpu_s = 0.0;
+  int64_t spikes = 0;
+};
+
+// Runs `chips` chips in parallel (one thread each) on the reference load;
+// the wall time of the slowest.
+std::optional<ChipFigures> RunChips(int chips, const hxemu::v1::Experiment& e) {
+  std::vector<ChipFigures> figures(chips);
+  std::vector<bool> ok(chips, false);
+  std::vector<std::thread> threads;
+  for (int c = 0; c < chips; ++c) {
+    threads.emplace_back([&, c] {
+      // Nominal circuits (no fixed-pattern mismatch), as in Brian2; noise
+      // on. With mismatch, an uncalibrated chip has ~10 mV offsets, and
+      // half of these neurons (threshold 25 mV above rest) fire tonically.
+      ModelOptions options;
+      options.mismatch = false;
+      options.noise = !g_no_noise;
+      options.macro_steps = !g_no_macro;
+      Chip chip(static_cast<uint32_t>(c), options);
+      const auto t0 = std::chrono::steady_clock::now();
+      const double cpu0 = ThreadCpuSeconds();
+      absl::StatusOr<hxemu::v1::Result> r = chip.Run(e, {}, {});
+      figures[c].cpu_s = ThreadCpuSeconds() - cpu0;
+      const auto t1 = std::chrono::steady_clock::now();
+      figures[c].wall_s = std::chrono::duration<double>(t1 - t0).count();
+      if (!r.ok()) {
+        std::fprintf(stderr, "chip %d: %s\n", c,
+                     std::string(r.status().message()).c_str());
+        return;
+      }
+      for (const hxemu::v1::SpikeTrain& t : r->spike_trains()) {
+        figures[c].spikes += t.times_ticks_size();
+      }
+      ok[c] = true;
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  ChipFigures out;
+  for (int c = 0; c < chips; ++c) {
+    if (!ok[c]) return std::nullopt;
+    out.wall_s = std::max(out.wall_s, figures[c].wall_s);
+    out.cpu_s = std::max(out.cpu_s, figures[c].cpu_s);
+    out.spikes += figures[c].spikes;
+  }
+  return out;
+}
+
+// Output of a shell command, or nullopt if it failed.
+std::optional<std::string> Capture(const std::string& command) {
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(command.c_str(), "r"),
+                                             pclose);
+  if (!pipe) return std::nullopt;
+  std::string out;
+  char buf[4096];
+  while (size_t n = std::fread(buf, 1, sizeof buf, pipe.get())) {
+    out.append(buf, n);
+  }
+  if (pclose(pipe.release()) != 0) return std::nullopt;
+  return out;
+}
+
+// Wall seconds printed by the peer script ("wall X s"), or nullopt.
+std::optional<double> BrianWall(int64_t steps) {
+  const std::optional<std::string> out =
+      Capture(std::string(kPython) + " " + kPeerScript + " cpp_standalone " +
+              std::to_string(steps) + " 2>/dev/null");
+  if (!out) return std::nullopt;
+  std::printf("  %s", out->c_str());
+  const size_t at = out->find("wall ");
+  if (at == std::string::npos) return std::nullopt;
+  return std::strtod(out->c_str() + at + 5, nullptr);
+}
+
+int Main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // figures appear as measured
+  double runtime_ms = 2.0;
+  int64_t brian_steps = 200000;
+  bool brian = true;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg.starts_with("--runtime_ms=")) {
+      runtime_ms = std::strtod(argv[i] + 13, nullptr);
+    } else if (arg.starts_with("--brian_steps=")) {
+      brian_steps = std::strtoll(argv[i] + 14, nullptr, 10);
+    } else if (arg == "--no_brian") {
+      brian = false;
+    } else if (arg == "--no_macro") {
+      g_no_macro = true;
+    } else if (arg == "--no_noise") {
+      g_no_noise = true;
+    } else {
+      std::fprintf(stderr,
+                   "usage: %s [--runtime_ms=2] [--brian_steps=200000] "
+                   "[--no_brian]\n",
+                   argv[0]);
+      return 2;
+    }
+  }
+  const hxemu::v1::Experiment e = ReferenceLoad(runtime_ms);
+  std::printf(
+      "reference load: %u AdEx neurons, %u Poisson sources x %.0f kHz, "
+      "%d synapses, %.2f ms hardware per chip\n",
+      kNeurons, kSources, kSourceRateHz / 1e3, e.projections(0).weights_size(),
+      runtime_ms);
+  const double steps_per_ms = kTicksPerMs;  // 8 ns steps
+  double one_chip_ms_per_s = 0.0;
+  double one_chip_ms_per_cpu_s = 0.0;
+  for (int chips : {1, 2}) {
+    const std::optional<ChipFigures> f = RunChips(chips, e);
+    if (!f) return 1;
+    const double hw_ms_per_s = runtime_ms / f->wall_s;  // per chip
+    if (chips == 1) {
+      one_chip_ms_per_s = hw_ms_per_s;
+      one_chip_ms_per_cpu_s = runtime_ms / f->cpu_s;
+    }
+    std::printf(
+        "hxemu %d chip(s) on %d thread(s): wall %.3f s, %.1f spikes/neuron/ms, "
+        "%.1f M neuron-steps/s, %.1f ms hardware per wall s per chip "
+        "(%.1f in all); per CPU s of the slowest thread: %.1f ms hardware "
+        "(cpu %.3f s)\n",
+        chips, chips, f->wall_s,
+        static_cast<double>(f->spikes) / (chips * kNeurons * runtime_ms),
+        chips * kNeurons * runtime_ms * steps_per_ms / f->wall_s / 1e6,
+        hw_ms_per_s, chips * hw_ms_per_s, runtime_ms / f->cpu_s, f->cpu_s);
+  }
+  if (!brian) return 0;
+  if (!Capture(std::string(kPython) + " -c 'import brian2' 2>/dev/null") ||
+      !Capture(std::string("test -r ") + kPeerScript)) {
+    std::printf("brian2: not available (%s with brian2, %s), skipped\n",
+                kPython, kPeerScript);
+    return 0;
+  }
+  // Brian2 integrates at 10 ns. The peer script's wall time includes Python,
+  // code generation and the C++ compilation; the compiled simulation
+  // (`main` in the script's build directory) is then run again alone.
+  std::printf("brian2 peer (cpp_standalone, dt = 10 ns):\n");
+  const std::optional<double> w_script = BrianWall(brian_steps);
+  if (!w_script) {
+    std::printf("brian2: peer script failed, skipped\n");
+    return 0;
+  }
+  const double brian_hw_ms = static_cast<double>(brian_steps) * 10e-6;
+  const double brian_script_ms_per_s = brian_hw_ms / *w_script;
+  std::optional<std::string> dir =
+      Capture("ls -td /tmp/brian2_adex_* 2>/dev/null | head -1");
+  if (dir && !dir->empty() && dir->back() == '\n') dir->pop_back();
+  rusage before, after;
+  getrusage(RUSAGE_CHILDREN, &before);
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool ran =
+      dir && !dir->empty() &&
+      Capture("cd '" + *dir + "' && ./main > /dev/null 2>&1").has_value();
+  const auto t1 = std::chrono::steady_clock::now();
+  getrusage(RUSAGE_CHILDREN, &after);
+  std::printf(
+      "brian2: %.3f ms hardware per wall s for the whole script (Python, "
+      "code generation, compilation, run)\n",
+      brian_script_ms_per_s);
+  std::printf("ratio hxemu (1 chip, 1 thread) / brian2 script: %.1fx (wall)\n",
+              one_chip_ms_per_s / brian_script_ms_per_s);
+  if (!ran) {
+    std::printf("brian2: compiled simulation not found, skipped\n");
+    return 0;
+  }
+  const double run_wall_s = std::chrono::duration<double>(t1 - t0).count();
+  const double run_cpu_s =
+      static_cast<double>(after.ru_utime.tv_sec - before.ru_utime.tv_sec) +
+      1e-6 * static_cast<double>(after.ru_utime.tv_usec -
+                                 before.ru_utime.tv_usec) +
+      static_cast<double>(after.ru_stime.tv_sec - before.ru_stime.tv_sec) +
+      1e-6 *
+          static_cast<double>(after.ru_stime.tv_usec - before.ru_stime.tv_usec);
+  std::printf(
+      "brian2 compiled simulation alone (%s/main): wall %.3f s, cpu %.3f s: "
+      "%.2f ms hardware per wall s, %.2f per CPU s, %.1f M neuron-steps/s "
+      "(10 ns steps, wall)\n",
+      dir->c_str(), run_wall_s, run_cpu_s, brian_hw_ms / run_wall_s,
+      brian_hw_ms / run_cpu_s,
+      kNeurons * static_cast<double>(brian_steps) / run_wall_s / 1e6);
+  std::printf(
+      "ratio hxemu (1 chip, 1 thread) / brian2 compiled simulation: %.1fx "
+      "(wall), %.1fx (CPU)\n",
+      one_chip_ms_per_s / (brian_hw_ms / run_wall_s),
+      one_chip_ms_per_cpu_s / (brian_hw_ms / run_cpu_s));
+  return 0;
+}
 
 }  // namespace
 }  // namespace hxemu::emulator
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) { return hxemu::emulator::Main(argc, argv); }

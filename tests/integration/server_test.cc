@@ -66,8 +66,10 @@ class ServerTest : public ::testing::Test {
     if (server_) server_->Shutdown(absl::Seconds(1));
   }
   std::unique_ptr<client::Client> Connect(const std::string& user) {
-    return client::Client::Connect(
-        {.address = server_->address(), .user = user});
+    client::ConnectOptions options;
+    options.address = server_->address();
+    options.user = user;
+    return client::Client::Connect(options);
   }
 
   std::unique_ptr<server::Server> server_;
@@ -405,8 +407,10 @@ TEST(ServerMetrics, CountJobsByOutcomeOnTheMetricsEndpoint) {
   auto started = server::Server::Start(options);
   ASSERT_TRUE(started.ok()) << started.status();
   ASSERT_NE((*started)->metrics_port(), 0);
-  auto alice = client::Client::Connect(
-      {.address = (*started)->address(), .user = "alice"});
+  client::ConnectOptions connect;
+  connect.address = (*started)->address();
+  connect.user = "alice";
+  auto alice = client::Client::Connect(connect);
 
   auto job = alice->Submit(SilentNeuron(700));
   ASSERT_TRUE(job.ok()) << job.status();

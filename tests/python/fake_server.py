@@ -64,12 +64,16 @@ class FakeService(service_pb2_grpc.ExperimentServiceServicer):
         self.jobs = {}
         self.results = {}
         self.users = []
+        self.authorizations = []  # "authorization" metadata of each call
+        self.calibration_requests = []
+        self.experiments = []  # submitted experiments, in order
         self.fail_next_job = None  # (code int, message) to let the next job FAIL
         self._lock = threading.Lock()
 
     def _user(self, context):
-        users = [v for k, v in context.invocation_metadata() if k == "hxemu-user"]
-        self.users.append(users[0] if users else None)
+        metadata = dict(context.invocation_metadata())
+        self.users.append(metadata.get("hxemu-user"))
+        self.authorizations.append(metadata.get("authorization"))
 
     def _job(self, job_id, context):
         with self._lock:
@@ -98,6 +102,7 @@ class FakeService(service_pb2_grpc.ExperimentServiceServicer):
                             grpc.StatusCode.INVALID_ARGUMENT,
                             f"experiment.populations[{i}].parameters[{p.name}]: value "
                             f"{value} out of range [{info.min}, {info.max}]")
+        self.experiments.append(experiment)
         job = service_pb2.Job(job_id=str(uuid.uuid4()), user=self.users[-1] or "",
                               runtime_ms=experiment.runtime_ms)
         if self.fail_next_job is not None:
@@ -145,6 +150,25 @@ class FakeService(service_pb2_grpc.ExperimentServiceServicer):
                                  times_ticks=trace.times_ticks[start:start + step],
                                  codes=trace.codes[start:start + step])
                 yield service_pb2.ResultChunk(result=piece)
+
+    def GetCalibration(self, request, context):
+        """A toy calibration (not a measurement): circuit c gets
+        leak_v_leak = 400 + c % 100 and leak_i_bias = 200 + targets.leak;
+        chip 99 has none."""
+        self._user(context)
+        self.calibration_requests.append(request)
+        from hxemu.v1 import calibration_pb2
+        chip = request.chip_id if request.HasField("chip_id") else 0
+        if chip == 99:
+            context.abort(grpc.StatusCode.NOT_FOUND, "chip_id: no chip 99")
+        calibration = calibration_pb2.Calibration(chip_id=chip)
+        calibration.targets.CopyFrom(request.targets)
+        leak = request.targets.leak if request.targets.HasField("leak") else 80
+        for circuit in range(512):
+            entry = calibration.circuits.add(circuit=circuit, success=True)
+            entry.parameters.add(name="leak_v_leak", values=[400 + circuit % 100])
+            entry.parameters.add(name="leak_i_bias", values=[200 + int(leak)])
+        return calibration
 
     def GetServerInfo(self, request, context):
         self._user(context)

@@ -58,6 +58,9 @@ def test_install_provides_the_same_modules(tmp_path):
         assert StaticSynapse is synapses.StaticSynapse
         import pynn_brainscales.brainscales2.standardmodels as sm
         assert sm is hxemu.pynn.standardmodels
+        from pynn_brainscales.brainscales2 import helper
+        from pynn_brainscales.brainscales2.helper import chip_from_file
+        assert helper is hxemu.pynn.helper and chip_from_file is helper.chip_from_file
         try:
             import pynn_brainscales.brainscales2.no_such_module
         except ModuleNotFoundError as err:
@@ -209,3 +212,33 @@ def test_unchanged_notebook_code_runs_on_the_server(server_address, tmp_path):
         """, tmp_path, {"HXEMU_ADDRESS": server_address}, args=("-m", "hxemu.compat"))
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().splitlines()[-1] == "True 1"
+
+
+def test_unchanged_calibrated_notebook_code_via_quiggeldy_variables(server_address,
+                                                                    tmp_path):
+    """Experiment 4's notebook code (nightly calibration as initial_config,
+    calibrated HXNeuron, SpikeSourceArray inputs) with the imports of the
+    notebook and quiggeldy's environment, as on EBRAINS."""
+    host, port = server_address.rsplit(":", 1)
+    run = run_python(IMPORTS + """
+        import numpy as np
+        from pynn_brainscales.brainscales2 import helper
+        calib = helper.chip_from_nightly()
+        pynn.setup(initial_config=calib)
+        stimulated_p = pynn.Population(1, pynn.cells.HXNeuron())
+        stimulated_p.record(["v", "spikes"])
+        spiketimes = np.arange(6) * 0.05 + 0.01
+        exc_stim_pop = pynn.Population(2, SpikeSourceArray(spike_times=spiketimes))
+        pynn.Projection(exc_stim_pop, stimulated_p, pynn.AllToAllConnector(),
+                        synapse_type=StaticSynapse(weight=31),
+                        receptor_type="excitatory")
+        pynn.run(0.6)
+        mem_v = stimulated_p.get_data("v").segments[-1].irregularlysampledsignals[0]
+        print(mem_v.name, str(mem_v.units.dimensionality), len(mem_v) > 1000)
+        pynn.end()
+        """, tmp_path, {"HXEMU_ADDRESS": "", "QUIGGELDY_ENABLED": "1",
+                        "QUIGGELDY_IP": host, "QUIGGELDY_PORT": port,
+                        "QUIGGELDY_USER_NO_MUNGE": "ebrains-user"},
+        args=("-m", "hxemu.compat"))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "v dimensionless True"

@@ -195,3 +195,54 @@ def test_bar_uses_the_stream(server_address, monkeypatch):
         last = progress.wait_with_progress(client, submitted, show=True, file=out, delay=0)
     assert last.state == S.JOB_STATE_SUCCEEDED and calls == [submitted.job_id]
     assert "5/5 ms hw" in out.getvalue()
+
+
+_LONG_RUN = """
+import hxemu.pynn as pynn
+pynn.setup(progress=False)
+pop = pynn.Population(512, pynn.cells.HXNeuron(leak_v_leak=700, leak_i_bias=500))
+pop.record("spikes")
+try:
+    pynn.run(5000.0)
+except KeyboardInterrupt:
+    print("interrupted", pynn.simulator.state.last_job.job_id, flush=True)
+    raise SystemExit(3)
+"""
+
+
+def test_ctrl_c_cancels_the_job_on_the_server(server_address, tmp_path):
+    """SIGINT during pynn.run(): KeyboardInterrupt in the script, and the
+    job is CANCELLED on the server (not left running)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import hxemu
+    from hxemu._proto import service_pb2
+    user = f"ctrl-c-{os.getpid()}"
+    script = tmp_path / "long_run.py"
+    script.write_text(_LONG_RUN)
+    env = dict(os.environ, HXEMU_ADDRESS=server_address, USER=user,
+               HXEMU_USER=user, QUIGGELDY_USER_NO_MUNGE=user)
+    process = subprocess.Popen([sys.executable, str(script)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with hxemu.Client(server_address, user=user) as client:
+        try:
+            for _ in range(600):  # until the job runs (at most 60 s)
+                jobs = client.list_jobs(limit=1)
+                if jobs and jobs[0].state == service_pb2.JOB_STATE_RUNNING:
+                    break
+                assert process.poll() is None, process.communicate()
+                time.sleep(0.1)
+            process.send_signal(signal.SIGINT)
+            out, err = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert process.returncode == 3, err
+        job_id = out.split()[-1]
+        job = client.wait(job_id, timeout=30)
+    assert job.state == service_pb2.JOB_STATE_CANCELLED, job
+    assert job.progress_ms < job.runtime_ms

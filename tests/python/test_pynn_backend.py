@@ -96,8 +96,8 @@ def test_setup_rejects_unknown_keyword():
     pynn_module.end()
 
 
-def test_setup_rejects_unsupported_brainscales_keyword():
-    with pytest.raises(NotImplementedError, match="initial_config"):
+def test_setup_rejects_a_lola_chip_as_initial_config():
+    with pytest.raises(TypeError, match="initial_config must be an hxemu.v1.Calibration"):
         pynn_module.setup(initial_config=object())
     pynn_module.end()
 

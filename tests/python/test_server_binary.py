@@ -47,11 +47,11 @@ def test_health_service_reports_serving(binary):
 def test_metrics_endpoint_counts_jobs(binary):
     with EmbeddedServer(binary, extra_args=["--metrics_listen=127.0.0.1:0"]) as server:
         port = _metrics_port(server)
-        client = Client(server.address)
-        info = client.server_info()
-        assert info.num_chips == 1
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
-                                      timeout=10).read().decode()
+        with Client(server.address) as client:
+            assert client.server_info().num_chips == 1
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                    timeout=10) as response:
+            text = response.read().decode()
         assert 'hxemu_jobs_submitted_total{outcome="accepted"} 0' in text
         assert "hxemu_job_wait_seconds_bucket" in text
 

@@ -236,6 +236,14 @@ std::unique_ptr<Scheduler> MakeSchedulerWith(Gate& gate, Options options) {
       options, [&gate](uint32_t chip_id) { return gate.Runner(chip_id); });
 }
 
+// SubmitOptions with some fields set by `set`.
+template <typename Set>
+SubmitOptions WithOptions(Set set) {
+  SubmitOptions options;
+  set(options);
+  return options;
+}
+
 // Submits the job `tag`; records a test failure and returns "" on error.
 std::string Submit(Scheduler& scheduler, uint64_t tag,
                    std::optional<uint32_t> chip_id = std::nullopt,
@@ -859,7 +867,9 @@ TEST(Scheduler, DestructorCancelsEverythingAndLeavesNothingRunning) {
   for (const std::string& id : ids) {
     ASSERT_EQ(views[id].size(), 1u) << id;
     EXPECT_EQ(views[id][0].state, JobState::kCancelled);
-    EXPECT_EQ(views[id][0].state_reason, "cancelled: server shutting down");
+    EXPECT_EQ(views[id][0].state_reason,
+              "cancelled: the server is shutting down; submit again");
+    EXPECT_EQ(views[id][0].reason, Reason::kCancelledByShutdown);
   }
 }
 
@@ -1105,7 +1115,7 @@ TEST(SchedulerRoundRobin, PinnedJobsKeepTheirUsersTurnAndChipsViewShowsIt) {
   const std::string a3 = Submit(*scheduler, 3);
 
   EXPECT_EQ(GetView(*scheduler, a1).state_reason,
-            "queued: 0 jobs ahead, waiting for chip 1");
+            "queued: 0 jobs ahead, waiting for chip 1 (busy)");
   std::vector<ChipView> chips = scheduler->ChipsView();
   ASSERT_EQ(chips.size(), 2u);
   EXPECT_EQ(chips[0].id, 0u);
@@ -1179,8 +1189,9 @@ struct FakeClockFixture {
 
 absl::StatusOr<std::string> SubmitWithin(Scheduler& scheduler, uint64_t tag,
                                          absl::Duration max_wall_time) {
-  return scheduler.Submit("alice", MakeExperiment(tag),
-                          SubmitOptions{.max_wall_time = max_wall_time});
+  return scheduler.Submit(
+      "alice", MakeExperiment(tag),
+      WithOptions([&](SubmitOptions& o) { o.max_wall_time = max_wall_time; }));
 }
 
 TEST(SchedulerClock, TimesComeFromTheInjectedClock) {
@@ -1277,7 +1288,7 @@ TEST(SchedulerDeadline, WorkerDoesNotStartAnExpiredJob) {
   EXPECT_THAT(gate.started(), ElementsAre(1, 3));
 }
 
-TEST(SchedulerDeadline, RunningJobPastItsDeadlineIsCancelled) {
+TEST(SchedulerDeadline, RunningJobPastItsDeadlineExpires) {
   Gate gate;
   FakeClockFixture fake;
   auto scheduler = MakeSchedulerWith(gate, fake.options);
@@ -1292,13 +1303,15 @@ TEST(SchedulerDeadline, RunningJobPastItsDeadlineIsCancelled) {
   const JobView stopping = GetView(*scheduler, *a);
   if (stopping.state == JobState::kRunning) {
     EXPECT_EQ(stopping.state_reason, "running on chip 0, cancel requested");
+    EXPECT_EQ(stopping.reason, Reason::kCancelRequested);
   } else {
-    EXPECT_EQ(stopping.state, JobState::kCancelled);
+    EXPECT_EQ(stopping.state, JobState::kExpired);
   }
   const JobView done = WaitTerminal(*scheduler, *a);
-  EXPECT_EQ(done.state, JobState::kCancelled);
+  EXPECT_EQ(done.state, JobState::kExpired);
+  EXPECT_EQ(done.reason, Reason::kExpiredWhileRunning);
   EXPECT_EQ(done.state_reason,
-            "deadline exceeded: its max_wall_time of 5s since submission "
+            "expired: its max_wall_time of 5s since submission "
             "passed while running on chip 0");
   EXPECT_TRUE(gate.saw_cancel(1));
   // A job that finishes in time is not touched.
@@ -1413,6 +1426,328 @@ TEST(SchedulerList, PagesThroughAUsersJobsNewestFirst) {
               absl::StatusCode::kInvalidArgument)
         << bad;
   }
+}
+
+// --- Idempotent submit ---
+
+absl::StatusOr<std::string> SubmitRequest(Scheduler& scheduler, uint64_t tag,
+                                          std::string request_id,
+                                          uint64_t fingerprint,
+                                          std::string user = "alice") {
+  return scheduler.Submit(std::move(user), MakeExperiment(tag),
+                          WithOptions([&](SubmitOptions& o) {
+                            o.request_id = request_id;
+                            o.request_fingerprint = fingerprint;
+                          }));
+}
+
+TEST(SchedulerIdempotency, RepeatedRequestIdReturnsTheFirstJob) {
+  Gate gate;
+  FakeClockFixture fake;
+  fake.options.max_queued_jobs_per_user = 1;
+  fake.options.result_ttl = absl::Hours(1);
+  fake.options.job_record_ttl = absl::Hours(2);
+  auto scheduler = MakeSchedulerWith(gate, fake.options);
+  Submit(*scheduler, 999, std::nullopt, "zoe");  // keeps the chip busy
+  ASSERT_TRUE(gate.AwaitStart(999).has_value());
+  absl::StatusOr<std::string> first = SubmitRequest(*scheduler, 1, "r-1", 7);
+  ASSERT_TRUE(first.ok()) << first.status();
+  // Alice is at her per-user limit, yet a retry gets the first job.
+  absl::StatusOr<std::string> retry = SubmitRequest(*scheduler, 1, "r-1", 7);
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_EQ(*retry, *first);
+  // The same id with other content is refused, naming the field.
+  absl::StatusOr<std::string> other = SubmitRequest(*scheduler, 2, "r-1", 8);
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(std::string(other.status().message()),
+              StartsWith("request_id: 'r-1'"));
+  // Request ids are per user.
+  absl::StatusOr<std::string> bob =
+      SubmitRequest(*scheduler, 3, "r-1", 7, "bob");
+  ASSERT_TRUE(bob.ok());
+  EXPECT_NE(*bob, *first);
+
+  gate.Release(999);
+  gate.Release(1);
+  gate.Release(3);
+  WaitTerminal(*scheduler, *first);
+  WaitTerminal(*scheduler, *bob);
+  // A retry after the job ended still gets it; it ran once.
+  EXPECT_EQ(SubmitRequest(*scheduler, 1, "r-1", 7).value_or(""), *first);
+  const std::vector<uint64_t> started = gate.started();
+  EXPECT_EQ(std::count(started.begin(), started.end(), 1u), 1);
+
+  // Once the record is forgotten, so is the request id.
+  fake.clock->Advance(absl::Hours(2));
+  EXPECT_EQ(scheduler->Get(*first).status().code(),
+            absl::StatusCode::kNotFound);
+  absl::StatusOr<std::string> again = SubmitRequest(*scheduler, 1, "r-1", 7);
+  ASSERT_TRUE(again.ok());
+  EXPECT_NE(*again, *first);
+  gate.Release(1);
+  WaitTerminal(*scheduler, *again);
+}
+
+// --- Record retention ---
+
+TEST(SchedulerRetention, RecordsAreForgottenAfterTheirTtlAndOverTheCount) {
+  Gate gate;
+  FakeClockFixture fake;
+  fake.options.result_ttl = absl::Hours(1);
+  fake.options.job_record_ttl = absl::Hours(3);
+  fake.options.max_job_records = 2;
+  auto scheduler = MakeSchedulerWith(gate, fake.options);
+  std::vector<std::string> ids;
+  for (uint64_t tag = 1; tag <= 3; ++tag) {
+    ids.push_back(Submit(*scheduler, tag));
+    gate.Release(tag);
+    WaitTerminal(*scheduler, ids.back());
+  }
+  // Three records, room for two: the oldest is gone.
+  EXPECT_EQ(scheduler->Get(ids[0]).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(scheduler->Get(ids[1]).ok());
+  EXPECT_EQ(scheduler->Stats().job_records, 2);
+  absl::StatusOr<JobPage> page = scheduler->List("alice", 10, "");
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(page->jobs.size(), 2u);
+  fake.clock->Advance(absl::Hours(3));
+  EXPECT_EQ(scheduler->Get(ids[2]).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(scheduler->Stats().job_records, 0);
+  EXPECT_EQ(scheduler->Stats().retained_result_bytes, 0);
+}
+
+// --- Chip affinity ---
+
+std::string SubmitConfig(Scheduler& scheduler, uint64_t tag,
+                         uint64_t config_key, std::string user = "alice",
+                         std::optional<uint32_t> chip_id = std::nullopt) {
+  absl::StatusOr<std::string> id = scheduler.Submit(
+      std::move(user), MakeExperiment(tag, chip_id),
+      WithOptions([&](SubmitOptions& o) { o.config_key = config_key; }));
+  EXPECT_TRUE(id.ok()) << id.status();
+  return id.value_or("");
+}
+
+TEST(SchedulerAffinity, IdleChipConfiguredForTheJobIsPreferred) {
+  Gate gate;
+  FakeClockFixture fake;
+  fake.options.chip_ids = {0, 1};
+  auto scheduler = MakeSchedulerWith(gate, fake.options);
+  // Configure chip 0 for key 10 and chip 1 for key 20.
+  const std::string a = SubmitConfig(*scheduler, 1, 10, "alice", 0);
+  const std::string b = SubmitConfig(*scheduler, 2, 20, "bob", 1);
+  gate.Release(1);
+  gate.Release(2);
+  WaitTerminal(*scheduler, a);
+  WaitTerminal(*scheduler, b);
+  // Both chips idle: each job goes to the chip already configured for it,
+  // whatever order the chips are in.
+  for (uint64_t tag = 3; tag < 9; tag += 2) {
+    const std::string for_chip1 = SubmitConfig(*scheduler, tag, 20);
+    EXPECT_EQ(gate.AwaitStart(tag), 1u);
+    const std::string for_chip0 = SubmitConfig(*scheduler, tag + 1, 10);
+    EXPECT_EQ(gate.AwaitStart(tag + 1), 0u);
+    gate.Release(tag);
+    gate.Release(tag + 1);
+    WaitTerminal(*scheduler, for_chip1);
+    WaitTerminal(*scheduler, for_chip0);
+  }
+  std::vector<ChipView> chips = scheduler->ChipsView();
+  ASSERT_EQ(chips.size(), 2u);
+  EXPECT_EQ(chips[0].jobs_started, 4u);
+  EXPECT_EQ(chips[0].reconfigurations, 1u);  // its first job only
+  EXPECT_EQ(chips[1].jobs_started, 4u);
+  EXPECT_EQ(chips[1].reconfigurations, 1u);
+  // Without a key, the chip that last ran the same user's job is preferred.
+  const std::string carol0 = SubmitConfig(*scheduler, 20, 0, "carol", 0);
+  gate.Release(20);
+  WaitTerminal(*scheduler, carol0);
+  const std::string carol = SubmitConfig(*scheduler, 21, 0, "carol");
+  EXPECT_EQ(gate.AwaitStart(21), 0u);
+  gate.Release(21);
+  WaitTerminal(*scheduler, carol);
+  chips = scheduler->ChipsView();
+  EXPECT_EQ(chips[0].jobs_started, 6u);
+  EXPECT_EQ(chips[0].reconfigurations, 2u);  // 10 -> carol; carol again: no
+  // A new configuration still runs at once on a free chip.
+  const std::string fresh = SubmitConfig(*scheduler, 30, 99);
+  EXPECT_TRUE(gate.AwaitStart(30).has_value());
+  gate.Release(30);
+  WaitTerminal(*scheduler, fresh);
+}
+
+// --- Time slice ---
+
+TEST(SchedulerTimeSlice, UserKeepsItsTurnUntilTheSliceIsOver) {
+  Gate gate;
+  FakeClockFixture fake;
+  fake.options.user_time_slice = absl::Seconds(10);
+  auto scheduler = MakeSchedulerWith(gate, fake.options);
+  Submit(*scheduler, 999, std::nullopt, "zoe");
+  ASSERT_TRUE(gate.AwaitStart(999).has_value());
+  for (uint64_t tag = 1; tag <= 3; ++tag) Submit(*scheduler, tag);
+  for (uint64_t tag = 11; tag <= 12; ++tag) {
+    Submit(*scheduler, tag, std::nullopt, "bob");
+  }
+  gate.Release(999);
+  ASSERT_TRUE(gate.AwaitStart(1).has_value());  // Alice's turn starts
+  fake.clock->Advance(absl::Seconds(1));
+  gate.Release(1);
+  ASSERT_TRUE(gate.AwaitStart(2).has_value());  // within her slice
+  fake.clock->Advance(absl::Seconds(9));
+  gate.Release(2);
+  ASSERT_TRUE(gate.AwaitStart(11).has_value());  // slice over: Bob
+  gate.Release(11);
+  ASSERT_TRUE(gate.AwaitStart(12).has_value());  // Bob's slice
+  gate.Release(12);
+  ASSERT_TRUE(gate.AwaitStart(3).has_value());
+  gate.Release(3);
+  EXPECT_THAT(gate.started(), ElementsAre(999, 1, 2, 11, 12, 3));
+}
+
+// --- Usage tie-break ---
+
+// Runs one job of `user` that takes `run` of (fake) clock time.
+void RunFor(Scheduler& scheduler, Gate& gate, FakeClock& clock, uint64_t tag,
+            const std::string& user, absl::Duration run) {
+  const std::string id = Submit(scheduler, tag, std::nullopt, user);
+  ASSERT_TRUE(gate.AwaitStart(tag).has_value());
+  clock.Advance(run);
+  gate.Release(tag);
+  WaitTerminal(scheduler, id);
+}
+
+TEST(SchedulerUsage, NewcomersAreOrderedByDecayedUsageEachOvertakenOnce) {
+  Gate gate;
+  FakeClockFixture fake;
+  fake.options.usage_half_life = absl::Hours(1);
+  auto scheduler = MakeSchedulerWith(gate, fake.options);
+  RunFor(*scheduler, gate, *fake.clock, 1, "hank", absl::Seconds(100));
+  RunFor(*scheduler, gate, *fake.clock, 2, "lily", absl::Seconds(10));
+  RunFor(*scheduler, gate, *fake.clock, 3, "mike", absl::Seconds(1));
+
+  Submit(*scheduler, 999, std::nullopt, "zoe");  // keeps the chip busy
+  ASSERT_TRUE(gate.AwaitStart(999).has_value());
+  // Lily (10 s) overtakes Hank (100 s); Mike (1 s) may not overtake Hank a
+  // second time, so he stays behind him.
+  Submit(*scheduler, 11, std::nullopt, "hank");
+  Submit(*scheduler, 12, std::nullopt, "lily");
+  Submit(*scheduler, 13, std::nullopt, "mike");
+  std::vector<uint64_t> order = ReleaseInStartOrder(gate, 3 + 4);
+  EXPECT_THAT(std::vector<uint64_t>(order.begin() + 3, order.end()),
+              ElementsAre(999, 12, 11, 13));
+
+  // Usage decays: ten half-lives later Hank's 100 s weigh 0.1 s, less than
+  // the 1 s Lily uses now, so he goes first.
+  fake.clock->Advance(absl::Hours(10));
+  RunFor(*scheduler, gate, *fake.clock, 4, "lily", absl::Seconds(1));
+  Submit(*scheduler, 998, std::nullopt, "zoe");
+  ASSERT_TRUE(gate.AwaitStart(998).has_value());
+  Submit(*scheduler, 21, std::nullopt, "lily");
+  Submit(*scheduler, 22, std::nullopt, "hank");
+  order = ReleaseInStartOrder(gate, 8 + 3);
+  EXPECT_THAT(std::vector<uint64_t>(order.begin() + 8, order.end()),
+              ElementsAre(998, 22, 21));
+}
+
+// --- Reasons and estimates ---
+
+TEST(SchedulerReasons, EveryStateHasAMachineReadableReason) {
+  Gate gate;
+  FakeClockFixture fake;
+  fake.options.chip_ids = {0, 1};
+  auto scheduler = MakeSchedulerWith(gate, fake.options);
+  const std::string run0 = Submit(*scheduler, 1, 0, "zoe");
+  const std::string run1 = Submit(*scheduler, 2, 1, "zoe");
+  ASSERT_TRUE(gate.AwaitStarts(2));
+  EXPECT_EQ(GetView(*scheduler, run0).reason, Reason::kRunning);
+  const std::string pinned = Submit(*scheduler, 5, 1, "bob");
+  EXPECT_EQ(GetView(*scheduler, pinned).reason, Reason::kWaitingForPinnedChip);
+  EXPECT_EQ(GetView(*scheduler, pinned).state_reason,
+            "queued: 0 jobs ahead, waiting for chip 1 (busy)");
+  ASSERT_TRUE(scheduler->Cancel(pinned).ok());
+  EXPECT_EQ(GetView(*scheduler, pinned).reason, Reason::kCancelledByUser);
+
+  const std::string a1 = Submit(*scheduler, 3);
+  const std::string a2 = Submit(*scheduler, 4);
+  EXPECT_EQ(GetView(*scheduler, a2).reason, Reason::kBehindOwnJobs);
+  const std::string z = Submit(*scheduler, 6, std::nullopt, "zoe");
+  EXPECT_EQ(GetView(*scheduler, a1).reason, Reason::kWaitingForChip);
+  const JobView zv = GetView(*scheduler, z);
+  EXPECT_EQ(zv.reason, Reason::kBehindOtherUsers);
+  EXPECT_EQ(zv.jobs_ahead_own, 0u);
+  EXPECT_EQ(zv.jobs_ahead_other_users, 1u);  // a1
+  EXPECT_STREQ(ReasonName(zv.reason), "BEHIND_OTHER_USERS");
+  // No job finished yet: no estimate.
+  EXPECT_EQ(zv.estimated_start_time, absl::InfinitePast());
+
+  ASSERT_TRUE(scheduler->Cancel(run1).ok());
+  const JobView cancelled = WaitTerminal(*scheduler, run1);
+  EXPECT_EQ(cancelled.state, JobState::kCancelled);
+  EXPECT_EQ(cancelled.reason, Reason::kCancelledByUser);
+  EXPECT_EQ(gate.AwaitStart(3), 1u);  // a1 on the freed chip
+  gate.Release(1);
+  EXPECT_EQ(WaitTerminal(*scheduler, run0).reason, Reason::kSucceeded);
+  gate.Release(3, absl::InvalidArgumentError("spikes: too many"));
+  const JobView failed = WaitTerminal(*scheduler, a1);
+  EXPECT_EQ(failed.reason, Reason::kFailed);
+  EXPECT_EQ(failed.error.code(), absl::StatusCode::kInvalidArgument);
+  gate.Release(4);
+  gate.Release(6);
+  WaitTerminal(*scheduler, a2);
+  WaitTerminal(*scheduler, z);
+}
+
+TEST(SchedulerReasons, QueuedJobsCarryAnEstimatedStart) {
+  Gate gate;
+  FakeClockFixture fake;
+  auto scheduler = MakeSchedulerWith(gate, fake.options);
+  RunFor(*scheduler, gate, *fake.clock, 1, "alice", absl::Seconds(10));
+  Submit(*scheduler, 2);
+  ASSERT_TRUE(gate.AwaitStart(2).has_value());
+  Submit(*scheduler, 3);
+  const std::string third = Submit(*scheduler, 4);
+  // One chip, busy (half done on average), one job ahead: 10 s + 5 s.
+  EXPECT_EQ(GetView(*scheduler, third).estimated_start_time,
+            fake.clock->Now() + absl::Seconds(15));
+  ReleaseInStartOrder(gate, 4);
+}
+
+// --- Drain (graceful shutdown) ---
+
+TEST(SchedulerDrain, HandsBackQueuedJobsAndLetsRunningOnesFinish) {
+  Gate gate;
+  auto scheduler = MakeScheduler(gate, {0});
+  const std::string running = Submit(*scheduler, 1);
+  ASSERT_TRUE(gate.AwaitStart(1).has_value());
+  const std::string queued = Submit(*scheduler, 2, std::nullopt, "bob");
+  std::thread drain([&] { scheduler->Drain(absl::Now() + kTimeout); });
+  const JobView handed_back = WaitTerminal(*scheduler, queued);
+  EXPECT_EQ(handed_back.state, JobState::kCancelled);
+  EXPECT_EQ(handed_back.reason, Reason::kCancelledByShutdown);
+  absl::StatusOr<std::string> refused =
+      scheduler->Submit("carol", MakeExperiment(3));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(GetView(*scheduler, running).state, JobState::kRunning);
+  gate.Release(1);
+  drain.join();
+  EXPECT_EQ(GetView(*scheduler, running).state, JobState::kSucceeded);
+  EXPECT_THAT(gate.started(), ElementsAre(1));
+}
+
+TEST(SchedulerDrain, StopsRunningJobsOnceItsDeadlinePassed) {
+  Gate gate;
+  auto scheduler = MakeScheduler(gate, {0});
+  const std::string running = Submit(*scheduler, 1);
+  ASSERT_TRUE(gate.AwaitStart(1).has_value());
+  scheduler->Drain(absl::Now());
+  const JobView view = GetView(*scheduler, running);
+  EXPECT_EQ(view.state, JobState::kCancelled);
+  EXPECT_EQ(view.reason, Reason::kCancelledByShutdown);
+  EXPECT_TRUE(gate.saw_cancel(1));
+  EXPECT_EQ(scheduler->Stats().running_jobs, 0);
 }
 
 }  // namespace

@@ -13,10 +13,11 @@ from hxemu.errors import (CancelledError, DeadlineExceededError,
                           FailedPreconditionError, HxemuError,
                           InvalidArgumentError, JobExpiredError, NotFoundError,
                           PermissionDeniedError, ResourceExhaustedError,
-                          UnavailableError)
+                          UnavailableError, UnimplementedError)
 from hxemu._server import (EmbeddedServer, ServerStartError, embedded_server,
                            find_server_binary, stop_embedded_server)
-from hxemu.client import Client, default_address, default_user
+from hxemu.client import (Client, configured_address, default_address,
+                          default_token, default_user)
 
 from hxemu import compat as _compat
 
@@ -30,6 +31,7 @@ __all__ = [
     "FailedPreconditionError", "HxemuError", "InvalidArgumentError",
     "JobExpiredError", "NotFoundError", "PermissionDeniedError",
     "ResourceExhaustedError", "ServerStartError", "UnavailableError",
-    "default_address", "default_user", "embedded_server", "find_server_binary",
+    "UnimplementedError",
+    "configured_address", "default_address", "default_token", "default_user", "embedded_server", "find_server_binary",
     "stop_embedded_server",
 ]

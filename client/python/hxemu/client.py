@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, List, Optional
 
 import grpc
 
@@ -54,9 +54,52 @@ def default_user() -> str:
     return "anonymous"
 
 
+def default_token() -> Optional[str]:
+    """The bearer token sent as ``authorization: Bearer <token>`` metadata:
+    ``HXEMU_TOKEN``, else quiggeldy's ``QUIGGELDY_TOKEN``, else None."""
+    for variable in ("HXEMU_TOKEN", "QUIGGELDY_TOKEN"):
+        value = os.environ.get(variable, "").strip()
+        if value:
+            return value
+    return None
+
+
+def _truthy(value: Optional[str]) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def configured_address() -> Optional[str]:
+    """The server address from the environment, or None (= embedded server).
+
+    ``HXEMU_ADDRESS=host:port`` wins. Otherwise quiggeldy's variables are
+    understood as aliases, so that BrainScaleS-2 set-ups work unchanged:
+    ``QUIGGELDY_ENABLED=1`` with ``QUIGGELDY_IP`` and ``QUIGGELDY_PORT``
+    (both required then, as in hxcomm).
+    """
+    address = os.environ.get("HXEMU_ADDRESS", "").strip()
+    if address:
+        return address
+    if not _truthy(os.environ.get("QUIGGELDY_ENABLED")):
+        return None
+    host = os.environ.get("QUIGGELDY_IP", "").strip()
+    port = os.environ.get("QUIGGELDY_PORT", "").strip()
+    for name, value in (("QUIGGELDY_IP", host), ("QUIGGELDY_PORT", port)):
+        if not value:
+            raise ValueError(f"QUIGGELDY_ENABLED is set but {name} is not set "
+                             "and was not explicitly provided (or set "
+                             "HXEMU_ADDRESS=host:port)")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"QUIGGELDY_PORT={port!r}: must be a port number in "
+                         "[1, 65535]")
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # IPv6 literal
+    return f"{host}:{port}"
+
+
 def default_address() -> str:
-    """``HXEMU_ADDRESS`` if set, else the embedded server (started on demand)."""
-    address = os.environ.get("HXEMU_ADDRESS")
+    """The configured address (:func:`configured_address`), else the
+    embedded server's (started on demand)."""
+    address = configured_address()
     if address:
         return address
     from hxemu._server import embedded_server
@@ -113,13 +156,18 @@ class Client:
         server (a private ``hxemu-server`` process, see :mod:`hxemu._server`).
     :param user: name sent as ``hxemu-user`` metadata (default
         :func:`default_user`).
+    :param token: bearer token sent as ``authorization: Bearer <token>``
+        metadata (default :func:`default_token`: ``HXEMU_TOKEN``, else
+        ``QUIGGELDY_TOKEN``; none if unset).
     :param call_timeout: deadline of each unary call [s].
     """
 
     def __init__(self, address: Optional[str] = None, *, user: Optional[str] = None,
+                 token: Optional[str] = None,
                  call_timeout: float = DEFAULT_CALL_TIMEOUT):
         self.address = address or default_address()
         self.user = user or default_user()
+        self.token = token or default_token()
         self.call_timeout = call_timeout
         self._channel = grpc.insecure_channel(self.address, options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -134,7 +182,10 @@ class Client:
 
     @property
     def _metadata(self):
-        return (("hxemu-user", self.user),)
+        metadata = [("hxemu-user", self.user)]
+        if self.token:
+            metadata.append(("authorization", f"Bearer {self.token}"))
+        return tuple(metadata)
 
     def _error(self, err: grpc.RpcError, method: str,
                job_id: Optional[str] = None) -> HxemuError:
@@ -264,6 +315,45 @@ class Client:
         except grpc.RpcError as err:
             raise self._error(err, "GetResult", job_id) from None
 
+    def list_jobs(self, limit: Optional[int] = None,
+                  page_size: int = 100) -> List[service_pb2.Job]:
+        """The caller's jobs, newest first (all pages, at most ``limit``)."""
+        jobs: List[service_pb2.Job] = []
+        token = ""
+        while limit is None or len(jobs) < limit:
+            size = page_size if limit is None else min(page_size, limit - len(jobs))
+            page = self._call("ListJobs", service_pb2.ListJobsRequest(
+                page_size=size, page_token=token))
+            jobs.extend(page.jobs)
+            token = page.next_page_token
+            if not token or not page.jobs:
+                break
+        return jobs if limit is None else jobs[:limit]
+
+    def chips(self) -> List[service_pb2.ChipInfo]:
+        """The server's emulated chips (busy, queued jobs, calibration state)."""
+        return list(self._call("ListChips", service_pb2.ListChipsRequest()).chips)
+
+    def calibration(self, chip_id: Optional[int] = None, targets=None,
+                    timeout: Optional[float] = None):
+        """The server's calibration (``hxemu.v1.Calibration``) of ``chip_id``
+        (None: the server picks one) for ``targets`` (a
+        ``hxemu.v1.CalibrationTargets``; None: the defaults). The server
+        computes it on the first request and then serves it from its cache,
+        so the first call may take a while (``timeout`` [s], default 1 h).
+        """
+        request_type = getattr(service_pb2, "GetCalibrationRequest", None)
+        if request_type is None:
+            raise NotImplementedError(
+                "this hxemu client was generated without the GetCalibration "
+                "RPC (rebuild the Python protos of a newer hxemu)")
+        request = request_type()
+        if chip_id is not None:
+            request.chip_id = int(chip_id)
+        if targets is not None:
+            request.targets.CopyFrom(targets)
+        return self._call("GetCalibration", request, timeout=timeout or 3600.0)
+
     def server_info(self) -> service_pb2.ServerInfo:
         """Version, chips, limits and the neuron parameter table of the server."""
         return self._call("GetServerInfo", service_pb2.GetServerInfoRequest())
@@ -304,5 +394,5 @@ def raise_for_job(job: service_pb2.Job) -> None:
                      grpc.StatusCode.FAILED_PRECONDITION, job.job_id)
 
 
-__all__ = ["Client", "Job", "Result", "TERMINAL_STATES", "default_address",
-           "default_user", "merge_result_chunks", "raise_for_job", "state_name"]
+__all__ = ["Client", "Job", "Result", "TERMINAL_STATES", "configured_address",
+           "default_address", "default_token", "default_user", "merge_result_chunks", "raise_for_job", "state_name"]

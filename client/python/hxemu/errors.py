@@ -64,6 +64,11 @@ class PermissionDeniedError(HxemuError, PermissionError):
     """Not allowed (PERMISSION_DENIED, UNAUTHENTICATED)."""
 
 
+class UnimplementedError(HxemuError, NotImplementedError):
+    """The server does not support the request, e.g. calibration targets the
+    emulator cannot calibrate (UNIMPLEMENTED)."""
+
+
 class JobExpiredError(HxemuError):
     """The job's result is no longer kept by the server."""
 
@@ -79,6 +84,7 @@ _BY_CODE: Dict[grpc.StatusCode, Type[HxemuError]] = {
     grpc.StatusCode.CANCELLED: CancelledError,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
     grpc.StatusCode.UNAUTHENTICATED: PermissionDeniedError,
+    grpc.StatusCode.UNIMPLEMENTED: UnimplementedError,
 }
 
 _CODE_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}

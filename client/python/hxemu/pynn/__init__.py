@@ -1,13 +1,15 @@
 """PyNN backend for hxemu, compatible with ``pynn_brainscales.brainscales2``.
 
 Replace ``import pynn_brainscales.brainscales2 as pynn`` by
-``import hxemu.pynn as pynn``. The server is the one in ``HXEMU_ADDRESS``
-(``host:port``), or ``pynn.setup(connection="host:port")``, else a private
-embedded ``hxemu-server``.
+``import hxemu.pynn as pynn`` (or opt in to :mod:`hxemu.compat`). The server
+is the one in ``HXEMU_ADDRESS`` (``host:port``; quiggeldy's
+``QUIGGELDY_ENABLED/IP/PORT`` are aliases), or ``pynn.setup(connection=
+"host:port")``, else a private embedded ``hxemu-server``.
 """
 
 from __future__ import annotations
 
+import dataclasses as _dataclasses
 import warnings as _warnings
 from enum import Enum as _Enum, auto as _auto
 from typing import Optional as _Optional
@@ -26,11 +28,12 @@ with _warnings.catch_warnings():
         IndexBasedProbabilityConnector, OneToOneConnector, SmallWorldConnector)
     from pyNN.recording import get_io
 
-from hxemu.pynn import logger, simulator
+from hxemu.pynn import helper, logger, simulator
 from hxemu.pynn.simulator import SnippetWarning  # noqa: F401
 from hxemu.pynn.standardmodels import cells, synapses
 from hxemu.pynn.standardmodels.cells import (  # noqa: F401
-    HXNeuron, SpikeSourceArray, SpikeSourcePoisson)
+    CalibHXNeuronCoba, CalibHXNeuronCuba, HXNeuron, SpikeSourceArray,
+    SpikeSourcePoisson, SpikeSourcePoissonOnChip)
 from hxemu.pynn.standardmodels.synapses import StaticSynapse  # noqa: F401
 from hxemu.pynn.populations import Assembly, Population, PopulationView
 from hxemu.pynn.projections import Projection
@@ -39,16 +42,10 @@ __all__ = ["list_standard_models", "setup", "end", "run", "run_until",
            "run_for", "reset", "initialize", "get_current_time", "create",
            "connect", "set", "record", "logger", "preprocess"]
 
-#: setup() keywords that pynn_brainscales knows but hxemu does not support yet
-_UNSUPPORTED_EXTRA_PARAMS = (
-    "backgroundPermutation", "enable_neuron_bypass", "initial_config",
-    "injected_config", "injected_readout", "calibration_cache",
-    "injected_calib_target", "injected_calib_options")
-
-
 def list_standard_models():
-    """The StandardCellType classes available in this backend."""
-    return [cells.HXNeuron]  # no CalibHXNeuronCuba/Coba yet (need calibration)
+    """The StandardCellType classes available in this backend (as
+    pynn_brainscales: the on-chip neuron types)."""
+    return [cells.HXNeuron, cells.CalibHXNeuronCuba, cells.CalibHXNeuronCoba]
 
 
 def _check_permutation(permutation):
@@ -64,23 +61,100 @@ def _check_permutation(permutation):
     return permutation
 
 
+def _check_background_permutation(permutation):
+    permutation = [int(p) for p in permutation]
+    if len(permutation) > len(frozenset(permutation)):
+        raise ValueError("Non unique entries in backgroundPermutation.")
+    for entry in permutation:
+        if not 0 <= entry < cells.NUM_BACKGROUND_SOURCE_SETS:
+            raise ValueError(
+                f"backgroundPermutation list entry {entry} out of range. Needs "
+                f"to be in range [0, {cells.NUM_BACKGROUND_SOURCE_SETS - 1}]")
+    return permutation
+
+
+@_dataclasses.dataclass
+class InjectedConfiguration:
+    """pynn_brainscales' user-injected chip configuration (lola containers
+    written around the real-time section). hxemu emulates the chip at network
+    level and has no container-level access: only an empty instance is
+    accepted by :func:`setup`."""
+
+    pre_non_realtime: dict = _dataclasses.field(default_factory=dict)
+    pre_realtime: dict = _dataclasses.field(default_factory=dict)
+    inside_realtime_begin: dict = _dataclasses.field(default_factory=dict)
+    inside_realtime: dict = _dataclasses.field(default_factory=dict)
+    inside_realtime_end: dict = _dataclasses.field(default_factory=dict)
+    post_realtime: dict = _dataclasses.field(default_factory=dict)
+    ppu_symbols: dict = _dataclasses.field(default_factory=dict)
+
+
+@_dataclasses.dataclass
+class InjectedReadout:
+    """pynn_brainscales' user-injected container reads; as
+    :class:`InjectedConfiguration`, only an empty instance is accepted."""
+
+    pre_realtime: set = _dataclasses.field(default_factory=set)
+    inside_realtime_begin: set = _dataclasses.field(default_factory=set)
+    inside_realtime_end: set = _dataclasses.field(default_factory=set)
+    post_realtime: set = _dataclasses.field(default_factory=set)
+    ppu_symbols: set = _dataclasses.field(default_factory=set)
+
+
+def _check_injection(name, value):
+    if value is None:
+        return
+    fields = [getattr(value, f.name) for f in _dataclasses.fields(value)] \
+        if _dataclasses.is_dataclass(value) else [value]
+    if any(fields):
+        raise NotImplementedError(
+            f"pynn.setup({name}=...): hxemu emulates the chip at network level "
+            "and cannot inject or read lola containers; only an empty "
+            f"{type(value).__name__} is accepted")
+
+
 def setup(timestep=simulator.State.dt, min_delay=DEFAULT_MIN_DELAY, **extra_params):
     """Start a new network; must be called first.
 
-    Keywords as in pynn_brainscales, plus the hxemu ones:
+    The keywords of pynn_brainscales (anything else raises its
+    ``KeyError("unhandled extra_params in call to pynn.setup(...):...")``):
 
+    :param max_delay: stored only ("auto" -> 0).
+    :param neuronPermutation: i-th on-chip neuron (over all populations, in
+        creation order) -> neuron circuit (0..511); unique.
+    :param backgroundPermutation: i-th SpikeSourcePoissonOnChip population ->
+        background source set (PADI bus 0..3); default [3, 2, 1, 0].
+    :param enable_neuron_bypass: neurons forward every input spike (no
+        integration): the default parameters become threshold_enable=False,
+        event_routing_enable_bypass_excitatory/inhibitory=True; replaces
+        ``initial_config``.
+    :param initial_config: a calibration (``hxemu.v1.Calibration``, from
+        :func:`helper.chip_from_nightly` / :func:`helper.chip_from_file`):
+        every HXNeuron without an explicit value of a parameter gets the
+        calibrated value of its circuit (applied by the server); the run
+        goes to the calibration's chip unless ``chip_id`` says otherwise.
+    :param injected_config, injected_readout: only empty
+        :class:`InjectedConfiguration` / :class:`InjectedReadout` (or None);
+        hxemu has no container-level access.
+    :param calibration_cache: accepted for compatibility; calibrations are
+        cached by the server (per chip, targets and emulator version).
+    :param injected_calib_target: defaults of the calibration targets of
+        CalibHXNeuronCuba/Coba populations: a mapping of their parameter
+        names (v_rest, tau_m, ...) to values; population parameters win.
+    :param injected_calib_options: only None (hxemu's calibration has no
+        options).
     :param connection: server address ``"host:port"`` or a
-        :class:`hxemu.Client`; default ``HXEMU_ADDRESS``, else the embedded
-        server.
-    :param neuronPermutation: i-th HXNeuron (over all populations, in creation
-        order) -> neuron circuit (0..511).
-    :param max_delay: stored only.
-    :param rng_seed: hxemu: seed of the trial-to-trial noise; the k-th run
-        after setup gets a seed derived from it (reproducible). Default random.
-    :param chip_id: hxemu: run on this emulated chip (its fixed-pattern
-        mismatch). Default: any chip.
-    :param progress: hxemu: progress bar of runs (tqdm, on stderr, for runs
-        longer than 0.5 s): True, False, or None (default) = when
+        :class:`hxemu.Client`; default ``HXEMU_ADDRESS`` (or quiggeldy's
+        ``QUIGGELDY_ENABLED/IP/PORT``), else the embedded server.
+
+    hxemu's own keywords:
+
+    :param rng_seed: seed of the trial-to-trial noise; the k-th run after
+        setup gets a seed derived from it (reproducible). Default random.
+    :param chip_id: run on this emulated chip (its fixed-pattern mismatch).
+        Default: the calibration's chip, else any chip.
+    :param progress: progress bar of runs (tqdm, on stderr, for runs longer
+        than 0.5 s): True, False, or None (default) = when
         ``HXEMU_PROGRESS=1`` or stderr is a terminal.
     """
     previous = simulator.state
@@ -94,20 +168,35 @@ def setup(timestep=simulator.State.dt, min_delay=DEFAULT_MIN_DELAY, **extra_para
     state.dt = timestep
     state.min_delay = 0 if min_delay == "auto" else min_delay
     state.max_delay = 0 if max_delay == "auto" else max_delay
-    state.connection = extra_params.pop("connection", None)
     permutation = extra_params.pop("neuronPermutation", None)
     state.neuron_permutation = None if permutation is None else \
         _check_permutation(permutation)
+    background = extra_params.pop("backgroundPermutation", None)
+    state.background_permutation = None if background is None else \
+        _check_background_permutation(background)
+    _check_injection("injected_config", extra_params.pop("injected_config", None))
+    _check_injection("injected_readout", extra_params.pop("injected_readout", None))
+    state.connection = extra_params.pop("connection", None)
+    initial_config = extra_params.pop("initial_config", None)
+    state.neuron_bypass = bool(extra_params.pop("enable_neuron_bypass", False))
+    if state.neuron_bypass:
+        if initial_config is not None:
+            state.log.INFO("setup(): Supplied initial_config overwritten by "
+                           "enable_neuron_bypass")
+        initial_config = None
+    state.initial_config = None if initial_config is None else \
+        helper.as_calibration(initial_config)
+    state.calibration_cache = extra_params.pop("calibration_cache", None)
+    state.injected_calib_target = cells.check_calib_target(
+        extra_params.pop("injected_calib_target", None))
+    _check_injection("injected_calib_options",
+                     extra_params.pop("injected_calib_options", None))
     state.set_rng_seed(extra_params.pop("rng_seed", None))
     chip_id = extra_params.pop("chip_id", None)
     state.chip_id = None if chip_id is None else int(chip_id)
     progress = extra_params.pop("progress", None)
     state.progress = None if progress is None else bool(progress)
 
-    unsupported = [k for k in extra_params if k in _UNSUPPORTED_EXTRA_PARAMS]
-    if unsupported:
-        raise NotImplementedError(
-            f"pynn.setup(): {', '.join(unsupported)} not supported by hxemu yet")
     if extra_params:
         raise KeyError("unhandled extra_params in call to pynn.setup(...):"
                        f"{extra_params}")

@@ -12,6 +12,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
+from hxemu import _parameters
 from hxemu._proto import experiment_pb2
 
 #: FPGA clock: timestamps are 8 ns ticks (125 MHz)
@@ -103,6 +104,125 @@ def check_madc(experiment) -> None:
                 f"unique parity (even/odd). (circuits {first} and {second})")
 
 
+#: CalibHXNeuronCuba/Coba parameter -> hxemu.v1.CalibrationTargets field
+CALIBRATION_TARGET_FIELDS = {
+    "v_rest": "leak", "v_reset": "reset", "v_thresh": "threshold",
+    "tau_m": "tau_mem_us", "tau_syn_E": "tau_syn_exc_us", "tau_syn_I": "tau_syn_inh_us",
+    "cm": "membrane_capacitance", "tau_refrac": "refractory_time_us",
+    "i_synin_gm_E": "i_synin_gm_exc", "i_synin_gm_I": "i_synin_gm_inh",
+    "synapse_dac_bias": "synapse_dac_bias",
+    "e_rev_E": "e_coba_reversal_exc", "e_rev_I": "e_coba_reversal_inh",
+}
+
+
+def neuron_targets(state, population):
+    """Per neuron of a CalibHXNeuronCuba/Coba population: its targets
+    (parameter name -> value; setup(injected_calib_target=...) fills what
+    the population does not set explicitly)."""
+    injected = state.injected_calib_target or {}
+    explicit = population.explicit_parameter_mask
+    names = list(population.celltype.default_parameters)
+    columns = {}
+    for name in names:
+        values = np.broadcast_to(np.asarray(population._parameters[name],  # pylint: disable=protected-access
+                                            dtype=np.float64), (population.size,))
+        if name in injected:
+            values = np.where(explicit(name), values, float(injected[name]))
+        columns[name] = values
+    return [{name: float(columns[name][i]) for name in names}
+            for i in range(population.size)]
+
+
+def targets_message(targets: dict):
+    """hxemu.v1.CalibrationTargets of one neuron's targets."""
+    from hxemu.v1 import calibration_pb2  # pylint: disable=import-outside-toplevel
+    from google.protobuf.descriptor import FieldDescriptor  # pylint: disable=import-outside-toplevel
+    message = calibration_pb2.CalibrationTargets()
+    for name, value in targets.items():
+        field = CALIBRATION_TARGET_FIELDS[name]
+        integral = message.DESCRIPTOR.fields_by_name[field].cpp_type != \
+            FieldDescriptor.CPPTYPE_DOUBLE
+        setattr(message, field, int(round(value)) if integral else float(value))
+    return message
+
+
+def _apply_initial_config(state, experiment):
+    """With setup(initial_config=...): the server gives every HXNeuron
+    parameter a population does not send the calibrated value of the
+    neuron's circuit. Parameters the user set for some neurons only are sent
+    per neuron with the calibrated values (as the server would apply them)
+    for the others. And ``Population.get()`` of parameters the user did not
+    set returns the calibrated values afterwards, the values the run uses
+    (pynn_brainscales, too, knows them only after mapping)."""
+    circuits = _circuits(experiment)
+    table = {info.name: info.default for info in
+             _parameters.neuron_parameters().values()}
+    entries = {c.circuit: {p.name: p.values[0] for p in c.parameters if p.values}
+               for c in state.initial_config.circuits}
+    calibrated_names = {name for entry in entries.values() for name in entry}
+    for index, population in enumerate(state.populations):
+        if index not in circuits or getattr(population.celltype, "calibrated_targets",
+                                            False):
+            continue
+        message = experiment.populations[index]
+        placed = [entries.get(c, {}) for c in circuits[index]]
+        for name in calibrated_names & set(population._parameters):  # pylint: disable=protected-access
+            mask = population.explicit_parameter_mask(name)
+            if mask.all():
+                continue  # the user's values (sent by HXNeuron.to_proto)
+            current = np.broadcast_to(np.asarray(population._parameters[name],  # pylint: disable=protected-access
+                                                 dtype=np.float64), (population.size,))
+            calibrated = np.array([entry.get(name, table[name]) for entry in placed],
+                                  dtype=np.float64)
+            values = np.where(mask, current, calibrated)
+            if mask.any():
+                entry = next(p for p in message.parameters if p.name == name)
+                del entry.values[:]
+                entry.values.extend(int(v) for v in values)
+            if isinstance(population.celltype.default_parameters.get(name), bool):
+                values = values.astype(bool)
+            population._parameters[name] = values  # pylint: disable=protected-access
+
+
+def _apply_calibrations(state, experiment):
+    """CalibHXNeuronCuba/Coba populations: place them explicitly (as the
+    server would) and configure each neuron with the parameters of its
+    circuit from the server's calibration for the neuron's targets."""
+    calibrated = [(index, population) for index, population in enumerate(state.populations)
+                  if getattr(population.celltype, "calibrated_targets", False)]
+    if not calibrated:
+        return
+    circuits = _circuits(experiment)
+    for index, population in calibrated:
+        message = experiment.populations[index]
+        placed = circuits[index]
+        if -1 in placed:
+            raise ValueError("Cannot register more than 512 neuron circuits.")
+        del message.circuits[:]
+        message.circuits.extend(placed)
+        targets = neuron_targets(state, population)
+        per_neuron = []
+        for neuron, circuit in enumerate(placed):
+            calibration = state.calibration(targets_message(targets[neuron]))
+            if experiment.HasField("chip_id") and experiment.chip_id != calibration.chip_id:
+                raise RuntimeError(
+                    f"the calibration of {population.celltype.__class__.__name__} "
+                    f"population {population.label!r} is for chip "
+                    f"{calibration.chip_id}, the experiment runs on chip "
+                    f"{experiment.chip_id}")
+            experiment.chip_id = calibration.chip_id
+            entry = state.circuit_calibration(calibration, circuit)
+            per_neuron.append({p.name: int(p.values[0]) for p in entry.parameters})
+        names = list(dict.fromkeys(name for hw in per_neuron for name in hw))
+        del message.parameters[:]
+        for name in names:
+            values = [hw.get(name, 0) for hw in per_neuron]
+            parameter = message.parameters.add(name=name)
+            parameter.values.extend(values[:1] if len(set(values)) == 1 else values)
+        population.celltype._calib_target = targets  # pylint: disable=protected-access
+        population.celltype._calib_hwparams = per_neuron  # pylint: disable=protected-access
+
+
 def build_experiment(state, runtime_ms: float, seed: int,
                      t_start: float = 0.0) -> experiment_pb2.Experiment:
     """The Experiment for the current network and the run [t_start, t_start +
@@ -116,6 +236,10 @@ def build_experiment(state, runtime_ms: float, seed: int,
                                              size=population.size)
         population.celltype.to_proto(population, message, runtime_ms, t_start=t_start)
     _assign_circuits(state, experiment)
+    if state.initial_config is not None:
+        experiment.initial_config.CopyFrom(state.initial_config)
+        _apply_initial_config(state, experiment)
+    _apply_calibrations(state, experiment)
     for projection in state.projections:
         projection.to_proto(experiment.projections.add(), state)
     for recorder in sorted(state.recorders,

@@ -10,6 +10,9 @@ from pyNN.standardmodels import StandardCellType
 from hxemu.pynn import simulator
 from hxemu.pynn.recording import Recorder
 
+#: neuron circuits (AtomicNeuronOnDLS) of one chip
+NUM_NEURON_CIRCUITS = 512
+
 
 def _validate(celltype, name, value):
     check = getattr(celltype, "validate_native", None)
@@ -58,11 +61,12 @@ class PopulationView(_RecordMixin, common.PopulationView):
 
     def _set_parameters(self, parameter_space):
         """parameter_space contains native parameters."""
+        root = self.grandparent
         for name, value in parameter_space.items():
             evaluated = value.evaluate(simplify=True)
             _validate(self.celltype, name, evaluated)
-            root = self.grandparent._parameters  # pylint: disable=protected-access
-            root[name][self._indices_in_root()] = evaluated
+            root._parameters[name][self._indices_in_root()] = evaluated  # pylint: disable=protected-access
+            root.mark_explicit(name, self._indices_in_root())
 
     def _set_initial_value_array(self, variable, initial_values):
         pass
@@ -79,6 +83,15 @@ class Population(_RecordMixin, common.Population):
 
     def _create_cells(self):
         state = self._simulator.state
+        if getattr(self.celltype, "records_on_chip", False):
+            # placement as pynn_brainscales' NeuronPlacement: one circuit
+            # per neuron, from neuronPermutation if given
+            permutation = state.neuron_permutation
+            limit = NUM_NEURON_CIRCUITS if permutation is None else len(permutation)
+            placed = sum(p.size for p in state.populations
+                         if getattr(p.celltype, "records_on_chip", False))
+            if placed + self.size > limit:
+                raise ValueError(f"Cannot register more than {limit} neuron circuits.")
         id_range = np.arange(state.id_counter, state.id_counter + self.size)
         self.all_cells = np.array([simulator.ID(i) for i in id_range],
                                   dtype=simulator.ID)
@@ -93,6 +106,11 @@ class Population(_RecordMixin, common.Population):
         for name, value in parameter_space.items():
             _validate(self.celltype, name, value)
         self._parameters = parameter_space.as_dict()
+
+        # per parameter: which neurons the user gave a value (they win over
+        # a calibration, see HXNeuron.to_proto)
+        self._explicit = {name: np.ones(self.size, bool) for name in
+                          getattr(self.celltype, "explicit_parameters", ())}
 
         for cell in self.all_cells:
             cell.parent = self
@@ -116,3 +134,13 @@ class Population(_RecordMixin, common.Population):
         for name, value in parameter_space.items():
             _validate(self.celltype, name, value)
             self._parameters[name] = value
+            self.mark_explicit(name, slice(None))
+
+    def mark_explicit(self, name, indices):
+        """Record that the user set parameter ``name`` of neurons ``indices``."""
+        mask = self._explicit.setdefault(name, np.zeros(self.size, bool))
+        mask[indices] = True
+
+    def explicit_parameter_mask(self, name) -> np.ndarray:
+        """Per neuron: whether the user set parameter ``name``."""
+        return self._explicit.get(name, np.zeros(self.size, bool))

@@ -16,7 +16,7 @@ from pyNN.space import Space
 
 from hxemu._proto import experiment_pb2
 from hxemu.pynn import simulator
-from hxemu.pynn.standardmodels.synapses import StaticSynapse
+from hxemu.pynn.standardmodels.synapses import SIGN_RULE_MESSAGE, StaticSynapse
 
 _RECEPTORS = {
     "excitatory": experiment_pb2.RECEPTOR_TYPE_EXCITATORY,
@@ -80,11 +80,9 @@ class Projection(common.Projection):
             raise ValueError("Setting the delay unequal 0 is not supported.")
         if not np.isfinite(weight):
             raise errors.ConnectionError(f"Weights must be finite, got {weight}")
-        if (self.receptor_type == "excitatory" and weight < 0) or \
-                (self.receptor_type == "inhibitory" and weight > 0):
-            raise errors.ConnectionError(
-                "Weights must be positive for conductance-based and/or "
-                "excitatory synapses and negative for inhibitory synapses")
+        if weight < 0 if (self.receptor_type == "excitatory" or
+                          self.post.conductance_based) else weight > 0:
+            raise errors.ConnectionError(SIGN_RULE_MESSAGE)
 
     def _convergent_connect(self, presynaptic_indices, postsynaptic_index,
                             **connection_parameters):
@@ -128,4 +126,8 @@ class Projection(common.Projection):
         weights = np.array([c.weight for c in self.connections], dtype=np.float64)
         message.pre_indices.extend(int(i) for i in np.asarray(pre_map(pre)))
         message.post_indices.extend(int(i) for i in np.asarray(post_map(post)))
-        message.weights.extend(int(w) for w in np.round(weights))
+        # the hardware uses |w|; the API's sign says the receptor (a
+        # conductance-based neuron takes w >= 0 on both receptors)
+        magnitudes = np.abs(np.round(weights)).astype(np.int64)
+        sign = -1 if self.receptor_type == "inhibitory" else 1
+        message.weights.extend(int(sign * w) for w in magnitudes)

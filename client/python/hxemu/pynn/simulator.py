@@ -9,7 +9,6 @@ recorders until the next :func:`reset`.
 from __future__ import annotations
 
 import dataclasses
-import secrets
 import warnings
 from typing import Dict, List, Optional, Tuple
 
@@ -19,6 +18,7 @@ from pyNN import common
 from hxemu._proto import experiment_pb2
 from hxemu.client import Client, raise_for_job
 from hxemu.progress import wait_with_progress
+from hxemu.pynn import logger
 from hxemu.pynn.experiment import RunData, build_experiment, host_source_spikes
 
 name = "hxemu"  # annotates recorded data (Block.annotations["simulator"])
@@ -132,6 +132,18 @@ class State(common.control.BaseState):
         self.neuron_permutation: Optional[List[int]] = None
         #: progress bar: None = auto (HXEMU_PROGRESS, stderr a terminal)
         self.progress: Optional[bool] = None
+        #: setup(initial_config=...): a hxemu.v1.Calibration, or None
+        self.initial_config = None
+        #: setup(enable_neuron_bypass=True)
+        self.neuron_bypass = False
+        #: setup(backgroundPermutation=...), None = the default
+        self.background_permutation: Optional[List[int]] = None
+        self.calibration_cache = None
+        self.injected_calib_target: Optional[dict] = None
+        #: (chip id, serialized targets) -> hxemu.v1.Calibration
+        self.calibrations = {}
+        self._circuit_index = {}  # id(calibration) -> circuit -> entry
+        self.log = logger.get("hxemu.pynn")
         self.clear()
 
     # -- network bookkeeping ------------------------------------------------
@@ -168,21 +180,66 @@ class State(common.control.BaseState):
                 self._owns_client = True
         return self._client
 
+    def has_client(self) -> bool:
+        return self._client is not None
+
     def close(self):
         if self._client is not None and self._owns_client:
             self._client.close()
         self._client = None
 
     def next_seed(self) -> int:
-        """Seed of the next experiment: derived from setup(rng_seed=...) if
-        given (reproducible sequence), else random."""
+        """Seed of the next experiment (trial-to-trial noise, Poisson trains):
+        derived from setup(rng_seed=...) if given (reproducible sequence),
+        else drawn from numpy's global RNG, so that ``np.random.seed(n)``
+        makes runs reproducible as it does for pynn_brainscales' host-side
+        Poisson sources (numpy seeds itself from OS entropy otherwise)."""
         if self._seeds is None:
-            return secrets.randbits(64)
+            return int(np.random.randint(0, 2 ** 64, dtype=np.uint64))
         return int(self._seeds.spawn(1)[0].generate_state(1, np.uint64)[0])
 
     def set_rng_seed(self, seed: Optional[int]):
         self.rng_seed = seed
         self._seeds = None if seed is None else np.random.SeedSequence(seed)
+
+    # -- calibrations (CalibHXNeuronCuba/Coba) ---------------------------------
+
+    def calibration_chip(self) -> Optional[int]:
+        """The chip calibrations are fetched for: setup(chip_id=...), else
+        the initial_config's chip, else the chip of the calibrations fetched
+        so far, else None (the server picks)."""
+        if self.chip_id is not None:
+            return self.chip_id
+        if self.initial_config is not None:
+            return self.initial_config.chip_id
+        return next((chip for chip, _ in self.calibrations if chip is not None), None)
+
+    def calibration(self, targets):
+        """The server's calibration for ``targets`` (hxemu.v1.CalibrationTargets)
+        on :meth:`calibration_chip`; fetched once per setup()."""
+        chip = self.calibration_chip()
+        key = (chip, targets.SerializeToString(deterministic=True))
+        calibration = self.calibrations.get(key)
+        if calibration is None:
+            calibration = self.client().calibration(chip, targets)
+            if calibration.warning:
+                warnings.warn(f"hxemu calibration of chip {calibration.chip_id}: "
+                              f"{calibration.warning}", RuntimeWarning, stacklevel=2)
+            self.calibrations[(calibration.chip_id, key[1])] = calibration
+            self.calibrations[key] = calibration
+        return calibration
+
+    def circuit_calibration(self, calibration, circuit: int):
+        """The CircuitCalibration of ``circuit`` in ``calibration``."""
+        index = self._circuit_index.get(id(calibration))
+        if index is None:
+            index = {c.circuit: c for c in calibration.circuits}
+            self._circuit_index[id(calibration)] = index
+        entry = index.get(circuit)
+        if entry is None:
+            raise RuntimeError(f"the calibration of chip {calibration.chip_id} has no "
+                               f"entry for neuron circuit {circuit}")
+        return entry
 
     # -- running --------------------------------------------------------------
 

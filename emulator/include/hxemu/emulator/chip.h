@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "hxemu/v1/experiment.pb.h"
@@ -30,6 +31,9 @@ struct ExperimentLimits {
   int64_t max_source_neurons = 1024 * 1024;
   // Most recorded output spikes a run may produce (checked while running).
   int64_t max_recorded_spikes = 64 * 1024 * 1024;
+  // Most CADC reads (Experiment.cadc.times_ms) per job; each reads every
+  // placed circuit.
+  int64_t max_cadc_reads = 100000;
 };
 
 // Hooks from the running emulation back to its caller. Both may be empty.
@@ -48,9 +52,36 @@ struct RunControl {
 absl::Status ValidateExperiment(const hxemu::v1::Experiment& experiment,
                                 const ExperimentLimits& limits);
 
+// The neuron circuit (AtomicNeuronOnDLS enum, 0..511) of every neuron of
+// every population, by the same rule Chip::Run places them: explicit
+// `circuits` lists first, then every other HX population takes the lowest
+// free circuits in creation order. Spike-source populations get an empty
+// vector. Checks only the population rules (INVALID_ARGUMENT naming the
+// field, e.g. overlapping circuits or more than 512 neurons), not
+// projections, recordings or the runtime.
+absl::StatusOr<std::vector<std::vector<uint32_t>>> PlaceNeurons(
+    const hxemu::v1::Experiment& experiment);
+
+// Switches of the model's random parts, for tests that compare the emulator
+// against a reference integration of the same equations. Production code
+// keeps the defaults (a real chip has all of them).
+struct ModelOptions {
+  // Per-circuit fixed-pattern mismatch and the MADC readout mismatch; off:
+  // every circuit has the nominal transfer functions.
+  bool mismatch = true;
+  // Membrane noise and MADC noise.
+  bool noise = true;
+  // Free-running start (V uniform between reset and leak); off: every neuron
+  // starts the warm-up at its reset potential.
+  bool random_start = true;
+  // Macro steps for neurons far from threshold (docs/emulator-model.md
+  // section 6); off: every neuron steps every 8 ns tick (reference mode).
+  bool macro_steps = true;
+};
+
 class Chip {
  public:
-  explicit Chip(uint32_t chip_id);
+  explicit Chip(uint32_t chip_id, const ModelOptions& options = {});
   ~Chip();
   Chip(const Chip&) = delete;
   Chip& operator=(const Chip&) = delete;
@@ -65,6 +96,7 @@ class Chip {
 
  private:
   uint32_t id_;
+  ModelOptions options_;
 };
 
 }  // namespace hxemu::emulator

@@ -6,14 +6,32 @@
 // nothing of gRPC: the server maps requests onto this API.
 //
 // Job life cycle:
-//   QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED
-//   QUEUED -> CANCELLED | EXPIRED (its deadline passed before it started)
-// A running job whose deadline passes is cancelled ("deadline exceeded").
-// Every job reaches exactly one terminal state; none is lost.
+//   QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED | EXPIRED
+//   QUEUED -> CANCELLED | EXPIRED
+// EXPIRED = the job's deadline (SubmitOptions::max_wall_time) passed, before
+// it started or while it ran (then its runner was asked to stop). Every job
+// reaches exactly one terminal state; none is lost. Every state carries a
+// machine-readable Reason and a human-readable text.
 //
-// Retention: job records are kept; the result of a SUCCEEDED job is kept for
-// Options::result_ttl and within Options::max_result_bytes, then evicted
-// (JobView::result_evicted, GetResult says so).
+// Fairness: users are served round-robin (see job_queue.h): one job per turn
+// (Options::user_weights: w jobs), optionally for at least
+// Options::user_time_slice; users waiting for their first turn are ordered
+// by their decayed usage (Options::usage_half_life), lower first.
+//
+// Chip affinity: every chip remembers the configuration key
+// (SubmitOptions::config_key) and user of its last job. When several idle
+// chips may run a new job, the one already configured for it is woken (the
+// "reinit" cost of quiggeldy, as a scheduling concept); a chip switching to
+// another configuration counts a reconfiguration (ChipView).
+//
+// Idempotency: a Submit with a SubmitOptions::request_id already used by the
+// same user returns the first job's id instead of queueing another one.
+//
+// Retention: the result of a SUCCEEDED job is kept for Options::result_ttl
+// and within Options::max_result_bytes, then evicted (JobView::result_evicted,
+// GetResult says so). Terminal job records (and their request ids) are kept
+// for Options::job_record_ttl and up to Options::max_job_records, then
+// forgotten (NOT_FOUND).
 //
 // Time: all timestamps, deadlines and TTLs come from Options::clock. Deadline
 // and TTL expiry happen on a housekeeping thread and, lazily, at the start of
@@ -51,6 +69,27 @@ enum class JobState {
 bool IsTerminal(JobState state);
 const char* JobStateName(JobState state);
 
+// Why a job is in its state (machine-readable; JobView::state_reason has the
+// text with the numbers).
+enum class Reason {
+  // QUEUED
+  kWaitingForChip,        // nothing ahead of it; every chip it may use busy
+  kBehindOwnJobs,         // only jobs of the same user ahead
+  kBehindOtherUsers,      // jobs of other users ahead (their turns)
+  kWaitingForPinnedChip,  // nothing ahead; the chip it names is busy
+  // RUNNING
+  kRunning,
+  kCancelRequested,  // asked to stop (cancel, deadline or shutdown)
+  // Terminal
+  kSucceeded,
+  kFailed,  // JobView::error has the code and message
+  kCancelledByUser,
+  kCancelledByShutdown,  // handed back: the server stopped; resubmit
+  kExpiredInQueue,       // deadline passed before it could start
+  kExpiredWhileRunning,  // deadline passed while it ran
+};
+const char* ReasonName(Reason reason);
+
 // A consistent snapshot of one job.
 struct JobView {
   std::string id;
@@ -60,6 +99,7 @@ struct JobView {
   // jobs ahead (1 of yours, 2 of other users), waiting for chip 2",
   // "cancelled by user".
   std::string state_reason;
+  Reason reason = Reason::kWaitingForChip;
   // The failure, when state is kFailed; OK otherwise.
   absl::Status error;
   double progress_ms = 0;           // emulated time done [ms hardware]
@@ -68,6 +108,13 @@ struct JobView {
   // Jobs handed out before this one (queued only) if nothing changes; the
   // round-robin order over users, ignoring chip pinning.
   uint32_t queue_position = 0;
+  // The split of queue_position (queued only).
+  uint32_t jobs_ahead_own = 0;
+  uint32_t jobs_ahead_other_users = 0;
+  // Estimated start (queued only): queue_position over the chips it may use,
+  // times the mean run time of recent jobs; InfinitePast = no estimate yet
+  // (no job has finished).
+  absl::Time estimated_start_time = absl::InfinitePast();
   absl::Time submit_time = absl::InfinitePast();
   // Latest end (SubmitOptions::max_wall_time after submission); InfiniteFuture
   // = none.
@@ -77,6 +124,11 @@ struct JobView {
   // The job succeeded but its result is gone (TTL or size limit); the
   // reason is appended to state_reason.
   bool result_evicted = false;
+  // Serialized size of the result [bytes] (succeeded jobs).
+  int64_t result_bytes = 0;
+  // When the kept result will be evicted by the TTL (InfiniteFuture: not
+  // kept, or no TTL).
+  absl::Time result_expire_time = absl::InfiniteFuture();
 };
 
 // One page of List().
@@ -92,6 +144,24 @@ struct ChipView {
   std::string running_job_id;  // empty when idle
   // Queued jobs this chip may run (pinned to it or to no chip).
   uint32_t queued_jobs = 0;
+  // Jobs started on this chip, and how many of them needed another
+  // configuration than the job before (a different config_key).
+  uint64_t jobs_started = 0;
+  uint64_t reconfigurations = 0;
+  // Total time jobs ran on this chip (clock time; the running one counted
+  // up to now).
+  absl::Duration busy_time;
+};
+
+// Counters for metrics (one consistent snapshot).
+struct SchedulerStats {
+  int queued_jobs = 0;
+  int running_jobs = 0;
+  int users_with_queued_jobs = 0;
+  int retained_results = 0;
+  int64_t retained_result_bytes = 0;
+  int job_records = 0;
+  std::vector<ChipView> chips;
 };
 
 // What a chip worker gets to run one job.
@@ -102,6 +172,8 @@ struct WorkItem {
   const std::atomic<bool>& cancel_requested;
   // Reports emulated time done [ms hardware].
   std::function<void(double done_ms)> report_progress;
+  // The chip ran a job of another configuration before this one (or none).
+  bool reconfigure = true;
 };
 
 // Runs one job on one chip. Called on that chip's worker thread only.
@@ -119,11 +191,24 @@ struct Options {
   // Jobs per round-robin turn, by user; users not named (and weights < 1)
   // get 1. A weight-2 user gets two jobs per turn while others wait.
   absl::flat_hash_map<std::string, int> user_weights;
+  // Zero: a user's turn ends after its `weight` jobs whenever others wait.
+  // Positive: a turn also lasts at least this long (clock time from the
+  // turn's first job start), like quiggeldy's --user-period-ms; a newcomer
+  // then waits up to one slice (plus one job) per user ahead of it.
+  absl::Duration user_time_slice = absl::ZeroDuration();
+  // Half-life of the per-user usage (run time over the user's weight) that
+  // orders users waiting for their first turn; InfiniteDuration = no decay.
+  absl::Duration usage_half_life = absl::Hours(1);
   // How long the result of a SUCCEEDED job is kept after the job ended.
   absl::Duration result_ttl = absl::Hours(24);
   // Most bytes (serialized size) of results kept; the oldest are evicted
   // first. A result larger than this alone is evicted at once.
   int64_t max_result_bytes = int64_t{1} << 30;
+  // How long a terminal job's record (and its request id) is kept after it
+  // ended (at least result_ttl), and the most records kept (oldest terminal
+  // ones forgotten first; queued and running jobs are never forgotten).
+  absl::Duration job_record_ttl = absl::Hours(7 * 24);
+  int64_t max_job_records = 1000000;
   // The time source; null = the wall clock. Tests pass a FakeClock.
   std::shared_ptr<const Clock> clock;
 };
@@ -133,6 +218,23 @@ struct SubmitOptions {
   // Longest time from submission to the end of the run (> 0). A job still
   // queued then becomes EXPIRED; a running one is cancelled.
   absl::Duration max_wall_time = absl::InfiniteDuration();
+  // Client-chosen id that makes retries idempotent (empty = none): a Submit
+  // by the same user with the same id returns the first job's id while its
+  // record is kept. `request_fingerprint` identifies the request's content;
+  // the same id with another fingerprint is ALREADY_EXISTS.
+  std::string request_id;
+  uint64_t request_fingerprint = 0;
+  // Identifies the chip configuration the job needs (equal keys = no
+  // reconfiguration between them); 0 = unknown (the user is used instead).
+  uint64_t config_key = 0;
+};
+
+// What SubmitJob did.
+struct Submitted {
+  std::string job_id;
+  // The request_id was used before: job_id is the first job's, nothing new
+  // was queued.
+  bool duplicate = false;
 };
 
 class Scheduler {
@@ -150,9 +252,15 @@ class Scheduler {
 
   // Queues a job for `user`. If the experiment names a chip id, the job runs
   // on that chip (INVALID_ARGUMENT if the pool has no such chip). Returns the
-  // new job's id. RESOURCE_EXHAUSTED when the queue is full or `user` has
-  // max_queued_jobs_per_user jobs queued.
+  // new job's id (or the first job's, for a repeated request_id).
+  // RESOURCE_EXHAUSTED when the queue is full or `user` has
+  // max_queued_jobs_per_user jobs queued; ALREADY_EXISTS for a request_id
+  // reused with another fingerprint; UNAVAILABLE once draining.
   absl::StatusOr<std::string> Submit(
+      std::string user, std::shared_ptr<const hxemu::v1::Experiment> experiment,
+      const SubmitOptions& options = {});
+  // Submit, also telling whether the request was a duplicate.
+  absl::StatusOr<Submitted> SubmitJob(
       std::string user, std::shared_ptr<const hxemu::v1::Experiment> experiment,
       const SubmitOptions& options = {});
 
@@ -202,6 +310,14 @@ class Scheduler {
 
   // Every chip, by id.
   std::vector<ChipView> ChipsView() const;
+
+  SchedulerStats Stats() const;
+
+  // Graceful stop: Submit fails with UNAVAILABLE from now on, queued jobs are
+  // handed back (CANCELLED, Reason::kCancelledByShutdown), running jobs may
+  // finish until `deadline` (wall clock), then they are asked to stop. Returns
+  // once no job runs. Other calls keep working. Idempotent.
+  void Drain(absl::Time deadline);
 
   int num_chips() const;
 

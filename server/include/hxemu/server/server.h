@@ -8,7 +8,9 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "hxemu/emulator/chip.h"
@@ -34,7 +36,39 @@ struct ServerOptions {
   std::string metrics_address;
   // Per-job limits, checked at the API edge.
   emulator::ExperimentLimits limits;
+  // Fairness (scheduler::Options): jobs per round-robin turn by user
+  // (default 1), a minimum turn length (zero = one job per turn while others
+  // wait) and the half-life of the usage that orders newcomers.
+  absl::flat_hash_map<std::string, int> user_weights;
+  absl::Duration user_time_slice = absl::ZeroDuration();
+  absl::Duration usage_half_life = absl::Hours(1);
+  // Terminal job records (and request ids) are kept this long after the job
+  // ended (at least result_ttl), and at most this many.
+  absl::Duration job_record_ttl = absl::Hours(7 * 24);
+  int64_t max_job_records = 1000000;
+  // Token authentication: when not empty, every call must carry the
+  // metadata "authorization: Bearer <token>" with a token of this map, and
+  // runs as the token's user (UNAUTHENTICATED otherwise; the hxemu-user
+  // metadata is then ignored). Empty = no authentication, the user is named
+  // by "hxemu-user".
+  absl::flat_hash_map<std::string, std::string> auth_tokens;
+  // Calibrations (GetCalibration, Experiment.initial_config): compute every
+  // chip's default calibration in the background at start (hxemu-server
+  // does; off by default so that in-process test servers stay idle), and
+  // where to cache calibrations on disk (empty = memory only; an unwritable
+  // directory is reported and then ignored).
+  bool calibrate_at_start = false;
+  std::string calibration_cache_dir;
+  // Circuits a calibration covers; empty = all 512 (tests use a few).
+  std::vector<uint32_t> calibration_circuits;
 };
+
+// Reads a token file for ServerOptions::auth_tokens: one "TOKEN USER" pair
+// per line, '#' starts a comment, blank lines are ignored. INVALID_ARGUMENT
+// naming the line for malformed lines, duplicate tokens or invalid user
+// names; NOT_FOUND if the file cannot be read.
+absl::StatusOr<absl::flat_hash_map<std::string, std::string>> ReadTokenFile(
+    const std::string& path);
 
 class Server {
  public:
@@ -42,7 +76,7 @@ class Server {
   // cannot be bound, INVALID_ARGUMENT for bad options.
   static absl::StatusOr<std::unique_ptr<Server>> Start(
       const ServerOptions& options);
-  ~Server();  // Shuts down (as Shutdown with a short grace period) if needed.
+  ~Server();  // Shuts down (as Shutdown with no grace period) if needed.
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
@@ -52,9 +86,13 @@ class Server {
   // The port of the metrics endpoint; 0 if there is none.
   int metrics_port() const;
 
-  // Graceful shutdown: health NOT_SERVING, stop accepting, let running calls
-  // finish until `grace` passes, then cancel them; stop the scheduler
-  // (running jobs finish, queued jobs are cancelled). Idempotent.
+  // Graceful shutdown: health NOT_SERVING; SubmitJob answers UNAVAILABLE;
+  // queued jobs are handed back (CANCELLED, reason CANCELLED_BY_SHUTDOWN);
+  // running jobs may finish until `grace` passes, then they are stopped
+  // (CANCELLED_BY_SHUTDOWN). Meanwhile other calls (GetJob, WaitJob,
+  // GetResult, ...) keep working. Then the server stops accepting calls and
+  // gives running calls the rest of `grace` (at least 100 ms) before
+  // cancelling them. Idempotent.
   void Shutdown(absl::Duration grace);
   // Blocks until Shutdown has completed.
   void Wait();

@@ -1,0 +1,396 @@
+// File: routing.cc
+//
+// Greedy routing, per hemisphere:
+//   1. group the connections by (source neuron, receptor); a group needs as
+//      many rows as its most-used column has synapses (weights > 63 split);
+//   2. check every neuron's in-degree: <= 256 rows in all, <= 64 rows from
+//      the sources of one fixed PADI bus;
+//   3. pack the groups into the rows of their bus, first fit, fixed-bus
+//      sources first, then external sources by decreasing size onto the bus
+//      that needs the fewest new rows (rows are shared by sources with
+//      disjoint columns, up to 64 labels per row);
+//   4. hand out the synapses of every connection from its group's rows.
+#include "routing.h"
+
+#include <algorithm>
+#include <bitset>
+#include <cstdlib>
+#include <string>
+#include <tuple>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace hxemu::emulator {
+namespace {
+
+using ::hxemu::v1::Experiment;
+using Columns = std::bitset<kNumNeuronColumns>;
+
+constexpr int kFreeBus = -1;
+
+// Synapses that a connection of weight w takes.
+int64_t SynapsesOf(int32_t w) {
+  const int64_t a = std::abs(static_cast<int64_t>(w));
+  return (a + kMaxSynapseWeight - 1) / kMaxSynapseWeight;
+}
+
+// One connection, with where it goes.
+struct Entry {
+  int hemisphere;
+  int64_t source;  // node
+  int receptor;    // 0 excitatory, 1 inhibitory
+  int column;
+  int projection;
+  int index;  // within the projection
+  int64_t synapses;
+  auto Key() const {
+    return std::tie(hemisphere, source, receptor, column, projection, index);
+  }
+};
+
+struct Row {
+  int receptor;
+  Columns columns;
+  int labels;
+};
+
+// Rows of one bus of one hemisphere; rows[n] is the bus's n-th row.
+struct Bus {
+  std::vector<Row> rows;
+};
+
+// Row of the synapse array of the n-th row of bus b.
+int ArrayRow(int bus, int n) {
+  const int driver = kNumPadiBusesPerHemisphere * (n / 2) + bus;
+  return 2 * driver + n % 2;
+}
+
+class Router {
+ public:
+  Router(const Experiment& e, const std::vector<std::vector<int>>& circuits)
+      : e_(e), circuits_(circuits) {
+    node_begin_.resize(e.populations_size() + 1, 0);
+    for (int p = 0; p < e.populations_size(); ++p) {
+      node_begin_[p + 1] = node_begin_[p] + e.populations(p).size();
+    }
+    int on_chip = 0;
+    on_chip_bus_.assign(e.populations_size(), kFreeBus);
+    for (int p = 0; p < e.populations_size(); ++p) {
+      if (e.populations(p).cell_type() ==
+          hxemu::v1::CELL_TYPE_SPIKE_SOURCE_POISSON_ON_CHIP) {
+        on_chip_bus_[p] = on_chip++ % kNumPadiBusesPerHemisphere;
+      }
+    }
+  }
+
+  absl::StatusOr<Routing> Run() {
+    Routing out;
+    out.synapse_begin.resize(e_.projections_size());
+    std::vector<Entry> entries;
+    for (int j = 0; j < e_.projections_size(); ++j) {
+      const hxemu::v1::Projection& proj = e_.projections(j);
+      const int receptor =
+          proj.receptor_type() == hxemu::v1::RECEPTOR_TYPE_INHIBITORY ? 1 : 0;
+      for (int k = 0; k < proj.pre_indices_size(); ++k) {
+        const int c = circuits_[proj.post_population()][proj.post_indices(k)];
+        entries.push_back({c / kNumNeuronColumns,
+                           node_begin_[proj.pre_population()] +
+                               static_cast<int64_t>(proj.pre_indices(k)),
+                           receptor, c % kNumNeuronColumns, j, k,
+                           SynapsesOf(proj.weights(k))});
+      }
+    }
+    std::sort(entries.begin(), entries.end(),
+              [](const Entry& a, const Entry& b) { return a.Key() < b.Key(); });
+    if (absl::Status s = CheckInDegree(entries); !s.ok()) return s;
+
+    // Groups: runs of equal (hemisphere, source, receptor).
+    struct Group {
+      size_t begin, end;  // entries
+      int64_t rows;       // rows needed
+      int64_t columns;    // columns touched
+      int bus;            // fixed bus or kFreeBus
+    };
+    std::vector<Group> groups;
+    for (size_t a = 0; a < entries.size();) {
+      size_t b = a;
+      int64_t rows = 0, columns = 0;
+      while (b < entries.size() &&
+             entries[b].hemisphere == entries[a].hemisphere &&
+             entries[b].source == entries[a].source &&
+             entries[b].receptor == entries[a].receptor) {
+        const size_t col_begin = b;
+        int64_t in_column = 0;
+        while (b < entries.size() &&
+               entries[b].hemisphere == entries[col_begin].hemisphere &&
+               entries[b].source == entries[col_begin].source &&
+               entries[b].receptor == entries[col_begin].receptor &&
+               entries[b].column == entries[col_begin].column) {
+          in_column += entries[b].synapses;
+          ++b;
+        }
+        rows = std::max(rows, in_column);
+        columns += in_column > 0;
+      }
+      if (rows > 0) {
+        groups.push_back({a, b, rows, columns, FixedBus(entries[a].source)});
+      }
+      a = b;
+    }
+    // Fixed-bus sources first, then the largest free ones.
+    std::stable_sort(groups.begin(), groups.end(),
+                     [](const Group& x, const Group& y) {
+                       const bool fx = x.bus != kFreeBus;
+                       const bool fy = y.bus != kFreeBus;
+                       if (fx != fy) return fx;
+                       if (x.rows != y.rows) return x.rows > y.rows;
+                       return x.columns > y.columns;
+                     });
+
+    std::array<std::array<Bus, kNumPadiBusesPerHemisphere>, kNumNeuronRows>
+        buses;
+    // Per entry: its first synapse's piece of its group's rows.
+    std::vector<int> entry_first_piece(entries.size(), 0);
+    std::vector<std::vector<int>> group_rows(groups.size());
+    for (size_t g = 0; g < groups.size(); ++g) {
+      const Group& grp = groups[g];
+      const int h = entries[grp.begin].hemisphere;
+      const int receptor = entries[grp.begin].receptor;
+      // Piece t covers the columns with more than t synapses.
+      std::vector<Columns> pieces(grp.rows);
+      for (size_t a = grp.begin; a < grp.end;) {
+        size_t b = a;
+        int64_t in_column = 0;
+        while (b < grp.end && entries[b].column == entries[a].column) {
+          entry_first_piece[b] = static_cast<int>(in_column);
+          in_column += entries[b].synapses;
+          ++b;
+        }
+        for (int64_t t = 0; t < in_column; ++t)
+          pieces[t].set(entries[a].column);
+        a = b;
+      }
+      int best_bus = grp.bus;
+      if (best_bus == kFreeBus) {
+        int64_t best_new = kSynapseRowsPerPadiBus + 1;
+        for (int b = 0; b < kNumPadiBusesPerHemisphere; ++b) {
+          const int64_t added = NewRows(buses[h][b], receptor, pieces);
+          const int64_t free_rows =
+              kSynapseRowsPerPadiBus -
+              static_cast<int64_t>(buses[h][b].rows.size());
+          if (added <= free_rows &&
+              (added < best_new ||
+               (added == best_new &&
+                buses[h][b].rows.size() < buses[h][best_bus].rows.size()))) {
+            best_new = added;
+            best_bus = b;
+          }
+        }
+      }
+      if (best_bus == kFreeBus ||
+          !Place(buses[h][best_bus], receptor, pieces, group_rows[g])) {
+        return SourceDistributionFailed(entries[grp.begin], best_bus);
+      }
+      for (int& n : group_rows[g]) n = ArrayRow(best_bus, n);
+      for (int n : group_rows[g]) {
+        out.row_mode[h][n] =
+            receptor == 0 ? RowMode::kExcitatory : RowMode::kInhibitory;
+      }
+    }
+
+    // Synapses per connection, in projection order.
+    std::vector<std::vector<int64_t>> entry_of(e_.projections_size());
+    for (int j = 0; j < e_.projections_size(); ++j) {
+      entry_of[j].assign(e_.projections(j).pre_indices_size(), -1);
+    }
+    std::vector<int> group_of_entry(entries.size(), -1);
+    for (size_t g = 0; g < groups.size(); ++g) {
+      for (size_t a = groups[g].begin; a < groups[g].end; ++a) {
+        group_of_entry[a] = static_cast<int>(g);
+      }
+    }
+    for (size_t a = 0; a < entries.size(); ++a) {
+      entry_of[entries[a].projection][entries[a].index] =
+          static_cast<int64_t>(a);
+    }
+    for (int j = 0; j < e_.projections_size(); ++j) {
+      const hxemu::v1::Projection& proj = e_.projections(j);
+      std::vector<int64_t>& begin = out.synapse_begin[j];
+      begin.assign(proj.pre_indices_size() + 1, 0);
+      for (int k = 0; k < proj.pre_indices_size(); ++k) {
+        begin[k] = static_cast<int64_t>(out.synapses.size());
+        const size_t a = static_cast<size_t>(entry_of[j][k]);
+        const Entry& en = entries[a];
+        int64_t left = std::abs(static_cast<int64_t>(proj.weights(k)));
+        for (int64_t t = 0; t < en.synapses; ++t) {
+          const int64_t w = std::min<int64_t>(left, kMaxSynapseWeight);
+          left -= w;
+          const int row =
+              group_rows[group_of_entry[a]][entry_first_piece[a] + t];
+          out.synapses.push_back(
+              {static_cast<uint8_t>(en.hemisphere), static_cast<uint8_t>(row),
+               static_cast<uint8_t>(en.column), static_cast<uint8_t>(w)});
+        }
+      }
+      begin[proj.pre_indices_size()] =
+          static_cast<int64_t>(out.synapses.size());
+    }
+    return out;
+  }
+
+ private:
+  // Population and neuron of a node.
+  std::pair<int, int64_t> PopulationOf(int64_t node) const {
+    const int p = static_cast<int>(
+        std::upper_bound(node_begin_.begin(), node_begin_.end(), node) -
+        node_begin_.begin() - 1);
+    return {p, node - node_begin_[p]};
+  }
+
+  int FixedBus(int64_t node) const {
+    const auto [p, n] = PopulationOf(node);
+    const hxemu::v1::Population& pop = e_.populations(p);
+    if (pop.cell_type() == hxemu::v1::CELL_TYPE_HX_NEURON) {
+      return (circuits_[p][n] % kNumNeuronColumns) /
+             (kNumNeuronColumns / kNumPadiBusesPerHemisphere);
+    }
+    return on_chip_bus_[p];
+  }
+
+  std::string NeuronAt(int hemisphere, int column) const {
+    const int c = hemisphere * kNumNeuronColumns + column;
+    for (size_t p = 0; p < circuits_.size(); ++p) {
+      for (size_t n = 0; n < circuits_[p].size(); ++n) {
+        if (circuits_[p][n] == c) {
+          return absl::StrCat("populations[", p, "] neuron ", n, " (circuit ",
+                              c, ")");
+        }
+      }
+    }
+    return absl::StrCat("circuit ", c);
+  }
+
+  std::string SourceName(int64_t node) const {
+    const auto [p, n] = PopulationOf(node);
+    return absl::StrCat("populations[", p, "] neuron ", n);
+  }
+
+  absl::Status CheckInDegree(const std::vector<Entry>& entries) const {
+    // rows[h][column], and per fixed bus.
+    std::array<std::array<int64_t, kNumNeuronColumns>, kNumNeuronRows> total{};
+    std::array<std::array<std::array<int64_t, kNumNeuronColumns>,
+                          kNumPadiBusesPerHemisphere>,
+               kNumNeuronRows>
+        fixed{};
+    for (const Entry& en : entries) {
+      total[en.hemisphere][en.column] += en.synapses;
+      const int bus = FixedBus(en.source);
+      if (bus != kFreeBus) fixed[en.hemisphere][bus][en.column] += en.synapses;
+    }
+    for (int h = 0; h < kNumNeuronRows; ++h) {
+      for (int col = 0; col < kNumNeuronColumns; ++col) {
+        if (total[h][col] > kSynapseRowsPerHemisphere) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "projections: Neuron(s) with in-degree larger than the number ",
+              "of synapse rows exist: ", NeuronAt(h, col), " needs ",
+              total[h][col], " synapse rows, a hemisphere has ",
+              kSynapseRowsPerHemisphere,
+              " (a connection of weight |w| takes ceil(|w| / ",
+              kMaxSynapseWeight, ") rows)"));
+        }
+        for (int b = 0; b < kNumPadiBusesPerHemisphere; ++b) {
+          if (fixed[h][b][col] > kSynapseRowsPerPadiBus) {
+            return absl::ResourceExhaustedError(absl::StrCat(
+                "projections: Neuron(s) with in-degree on a single PADI-bus ",
+                "larger than its number of synapse rows exist: ",
+                NeuronAt(h, col), " needs ", fixed[h][b][col],
+                " synapse rows from sources on PADI bus ", b,
+                " (on-chip neurons in columns ", 64 * b, "..", 64 * b + 63,
+                " and on-chip Poisson population ", b, "), a PADI bus has ",
+                kSynapseRowsPerPadiBus));
+          }
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  static bool Fits(const Row& row, int receptor, const Columns& cols) {
+    return row.receptor == receptor && row.labels < kLabelsPerSynapseRow &&
+           (row.columns & cols).none();
+  }
+
+  // New rows that placing `pieces` on `bus` would open.
+  static int64_t NewRows(const Bus& bus, int receptor,
+                         const std::vector<Columns>& pieces) {
+    std::vector<uint8_t> taken(bus.rows.size(), 0);
+    int64_t added = 0;
+    for (const Columns& cols : pieces) {
+      bool placed = false;
+      for (size_t n = 0; n < bus.rows.size() && !placed; ++n) {
+        if (!taken[n] && Fits(bus.rows[n], receptor, cols)) {
+          taken[n] = 1;
+          placed = true;
+        }
+      }
+      added += !placed;
+    }
+    return added;
+  }
+
+  // Places `pieces` on `bus` (first fit, else a new row); the bus-local row
+  // of every piece goes to `rows`. False if the bus is full.
+  static bool Place(Bus& bus, int receptor, const std::vector<Columns>& pieces,
+                    std::vector<int>& rows) {
+    for (const Columns& cols : pieces) {
+      int found = -1;
+      for (size_t n = 0; n < bus.rows.size(); ++n) {
+        if (Fits(bus.rows[n], receptor, cols)) {
+          found = static_cast<int>(n);
+          break;
+        }
+      }
+      if (found < 0) {
+        if (static_cast<int>(bus.rows.size()) >= kSynapseRowsPerPadiBus) {
+          return false;
+        }
+        bus.rows.push_back({receptor, Columns(), 0});
+        found = static_cast<int>(bus.rows.size()) - 1;
+      }
+      bus.rows[found].columns |= cols;
+      ++bus.rows[found].labels;
+      rows.push_back(found);
+    }
+    return true;
+  }
+
+  absl::Status SourceDistributionFailed(const Entry& en, int bus) const {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "projections: Source distribution not successful. This can happen ",
+        "either if internal and background sources require more than the ",
+        "available synapse drivers on a single PADI-bus or if no ",
+        "distribution of external sources over the PADI-busses is found: ",
+        SourceName(en.source), " finds no free synapse rows in hemisphere ",
+        en.hemisphere,
+        bus == kFreeBus ? std::string(" on any PADI bus")
+                        : absl::StrCat(" on its PADI bus ", bus),
+        " (", kSynapseRowsPerPadiBus, " rows per bus, ", kLabelsPerSynapseRow,
+        " sources per row)"));
+  }
+
+  const Experiment& e_;
+  const std::vector<std::vector<int>>& circuits_;
+  std::vector<int64_t> node_begin_;
+  std::vector<int> on_chip_bus_;  // per population; kFreeBus if not on-chip
+};
+
+}  // namespace
+
+absl::StatusOr<Routing> RouteProjections(
+    const Experiment& experiment,
+    const std::vector<std::vector<int>>& circuits) {
+  return Router(experiment, circuits).Run();
+}
+
+}  // namespace hxemu::emulator
