@@ -103,6 +103,9 @@ constexpr double kStepWeightNominal = 75.0;
 // COBA modulation bias while the reversal potential is searched (V_coba =
 // 90 / 300 = 0.3 V nominal; the reversal potential does not depend on it).
 constexpr int32_t kCobaStartBias = 300;
+// A step smaller than this means "no input": the start lies beyond the
+// reversal potential [CADC LSB].
+constexpr double kCobaQuietLsb = 1.0;
 
 // ---- Success tolerances ----------------------------------------------------
 constexpr double kCobaReversalToleranceCadc = 3.0;
@@ -329,10 +332,7 @@ int32_t StrengthWeight(const ResolvedTargets& t, bool excitatory) {
 }
 
 Calib StrengthCalib(const ResolvedTargets& t, bool excitatory) {
-  const int32_t gm_target = excitatory ? t.i_synin_gm_exc : t.i_synin_gm_inh;
   const double tau_us = excitatory ? t.tau_syn_exc_us : t.tau_syn_inh_us;
-  // Same expected step for every target: the charge per event grows with gm
-  // and tau_syn.
   const int32_t weight = StrengthWeight(t, excitatory);
   Calib c;
   c.target = excitatory ? "i_synin_gm_exc" : "i_synin_gm_inh";
@@ -655,14 +655,16 @@ absl::Status Calibrator::CalibrateCoba(bool excitatory) {
                             : P::inhibitory_input_i_bias_coba;
   const size_t n = circuits_.size();
   // Two holding potentials on the active side of the reversal potential
-  // (below it for excitatory, above it for inhibitory input), 25 LSB apart.
+  // (below it for excitatory, above it for inhibitory input), 25 LSB from it (a
+  // short extrapolation) and 60 LSB apart (a well-defined slope), inside
+  // the CADC's reliable range.
   double lo, hi;
   if (excitatory) {
-    hi = std::clamp(std::min(reference, *e_target) - 8.0, 55.0, 210.0);
-    lo = hi - 25.0;
+    hi = std::clamp(*e_target - 25.0, 90.0, 200.0);
+    lo = hi - 60.0;
   } else {
-    lo = std::clamp(std::max(reference, *e_target) + 8.0, 30.0, 185.0);
-    hi = lo + 25.0;
+    lo = std::clamp(*e_target + 25.0, 30.0, 140.0);
+    hi = lo + 60.0;
   }
   // Leak codes that put the membranes there (leak searches; the searches
   // write into configs_, which is restored afterwards).
@@ -681,12 +683,11 @@ absl::Status Calibrator::CalibrateCoba(bool excitatory) {
   const Calib strength = StrengthCalib(t_, excitatory);
   Stimulus stim{excitatory ? hxemu::v1::RECEPTOR_TYPE_EXCITATORY
                            : hxemu::v1::RECEPTOR_TYPE_INHIBITORY,
-                std::max<int32_t>(1, StrengthWeight(t_, excitatory) / 2),
-                kStimulusMs};
+                StrengthWeight(t_, excitatory), kStimulusMs};
   const double tau_us = excitatory ? t_.tau_syn_exc_us : t_.tau_syn_inh_us;
-  const std::vector<double> before = Times(kBaselineFromMs, 0.0004, 4);
+  const std::vector<double> before = Times(kBaselineFromMs, 0.0002, 8);
   const std::vector<double> after =
-      Times(kStimulusMs + 8.0 * tau_us * 1e-3, 0.001, 4);
+      Times(kStimulusMs + 8.0 * tau_us * 1e-3, 0.001, 8);
   const double runtime = after.back() + 0.001;
   struct Line {
     std::vector<double> e, k;
@@ -708,11 +709,16 @@ absl::Status Calibrator::CalibrateCoba(bool excitatory) {
       const double dv = v2[i] - v1[i];
       const double k = std::abs(dv) > 1.0 ? (s1[i] - s2[i]) / dv : 0.0;
       line.k[i] = k;
-      // No input at all (both starts beyond E): E lies beyond the nearer
-      // start; report a point beyond it so that the search moves on.
-      if (k <= 1e-3) {
+      // A start beyond E sees no input (the modulation is clipped at 0):
+      // with one start clipped E lies between them, with both beyond the
+      // nearer one; report such points so that the search moves on.
+      const bool quiet1 = std::abs(s1[i]) < kCobaQuietLsb;
+      const bool quiet2 = std::abs(s2[i]) < kCobaQuietLsb;
+      if (quiet1 && quiet2) {
         line.e[i] = excitatory ? std::min(v1[i], v2[i]) - 10.0
                                : std::max(v1[i], v2[i]) + 10.0;
+      } else if (quiet1 || quiet2 || k <= 1e-3) {
+        line.e[i] = 0.5 * (v1[i] + v2[i]);
       } else {
         line.e[i] = v1[i] + s1[i] / k;
       }
@@ -732,8 +738,8 @@ absl::Status Calibrator::CalibrateCoba(bool excitatory) {
   rev.space = {0, 1022, Slope::kIncreasing};
   rev.tolerance = kCobaReversalToleranceCadc;
   rev.prepare = prepare;
-  rev.measure = [&](Measurer& m, const Configs& cfg)
-      -> absl::StatusOr<std::vector<double>> {
+  rev.measure = [&](Measurer& m,
+                    const Configs& cfg) -> absl::StatusOr<std::vector<double>> {
     CAL_ASSIGN_OR_RETURN(Line line, measure_line(m, cfg));
     return line.e;
   };
@@ -758,8 +764,8 @@ absl::Status Calibrator::CalibrateCoba(bool excitatory) {
   str.tolerance = kStrengthRelTolerance;
   str.relative = true;
   str.prepare = prepare;
-  str.measure = [&](Measurer& m, const Configs& cfg)
-      -> absl::StatusOr<std::vector<double>> {
+  str.measure = [&](Measurer& m,
+                    const Configs& cfg) -> absl::StatusOr<std::vector<double>> {
     CAL_ASSIGN_OR_RETURN(Line line, measure_line(m, cfg));
     std::vector<double> at_ref(cfg.size());
     for (size_t i = 0; i < cfg.size(); ++i) {

@@ -153,9 +153,15 @@ absl::StatusOr<ResolvedTargets> ResolveTargets(const CalibrationTargets& in) {
   if (out.e_coba_reversal_inh && !out.e_coba_reference_inh) {
     out.e_coba_reference_inh = midpoint;
   }
-  // A reference without a reversal potential means nothing (CUBA).
-  if (!out.e_coba_reversal_exc) out.e_coba_reference_exc.reset();
-  if (!out.e_coba_reversal_inh) out.e_coba_reference_inh.reset();
+  // A reference without a reversal potential would silently mean CUBA.
+  if (!in.has_e_coba_reversal_exc() && in.has_e_coba_reference_exc()) {
+    return absl::InvalidArgumentError(
+        "targets.e_coba_reference_exc: needs e_coba_reversal_exc (COBA)");
+  }
+  if (!in.has_e_coba_reversal_inh() && in.has_e_coba_reference_inh()) {
+    return absl::InvalidArgumentError(
+        "targets.e_coba_reference_inh: needs e_coba_reversal_inh (COBA)");
+  }
   return out;
 }
 

@@ -1,16 +1,21 @@
 // File: engine.cc
 //
-// Fixed-step time loop. Per step, in this order:
-//   1. synaptic events arriving at this step are added to the synaptic
-//      currents (on-chip spikes of earlier steps, then external spikes);
-//   2. every placed neuron advances by one step (StepNeurons: one flat,
-//      branch-free loop over structure-of-arrays state);
-//   3. neurons that fired: spike time (interpolated threshold crossing),
-//      recording, and their events are queued for delivery;
-//   4. an MADC sample is taken if one falls into this step.
+// The time loop, in macro steps of up to model::kMacroTicks 8 ns ticks (1
+// tick when on-chip neurons drive synapses). Per macro step, in this order:
+//   0. CADC reads due at its start;
+//   1. the synaptic events of all its ticks go into per-tick bins (on-chip
+//      spikes of earlier steps, then external spikes);
+//   2. NoiseKick, then CoarseStep: every neuron far from threshold advances
+//      the whole macro step at once (vectorised, exact for the linear part);
+//   3. the other ("fine") neurons, gathered into a compact structure of
+//      arrays, advance tick by tick (StepNeurons: one flat, branch-free
+//      loop; stiff steps refined by RefineStep), with their bins' events at
+//      each tick; spikes are recorded (interpolated crossing) and queued;
+//   4. MADC samples falling into a tick (its neurons are always fine).
 // Cancellation is polled every 1 us of emulated time, progress reported every
-// 10 us. No allocation per neuron or per step (only amortised growth of the
-// output arrays and of the in-flight event queue).
+// 10 us, at macro-step boundaries. No allocation per neuron or per step
+// (only amortised growth of the output arrays and the in-flight queue).
+// docs/emulator-model.md section 6 describes the scheme.
 #include "engine.h"
 
 #include <algorithm>
@@ -138,6 +143,15 @@ inline float Blend(float weight, float if_one, float if_zero) {
          coba_i * ii * (di > 0.0f ? di : 0.0f);
 }
 
+// NonLinear without adaptation and COBA input: the exponential term [V/s].
+[[gnu::always_inline]] inline float ExpTerm(float v, float exp_pref, float v_t,
+                                            float inv_slope, float arg_max) {
+  float arg = (v - v_t) * inv_slope;
+  arg = arg < model::kExpArgMin ? model::kExpArgMin : arg;
+  arg = arg > arg_max ? arg_max : arg;
+  return exp_pref * FastExp(arg);
+}
+
 double NonLinearD(const StiffConstants& sc, int k, double v, double w,
                   double ie, double ii) {
   const double arg =
@@ -218,11 +232,18 @@ std::pair<double, float> RefineStep(const StiffConstants& sc, int k,
 // Advances every slot by one step. Returns whether any slot fired.
 // kNonLinear = false: no slot has an exponential term, adaptation or COBA
 // input (N = 0), so that part is skipped; the result is bit-identical.
+// kFull = false: no slot has adaptation or COBA input (NeuronConstants::
+// adapt_or_coba): w stays +0 and N is the exponential term alone, so those
+// terms are skipped, bit-identically (x - 0 w = x).
 // Steps the first `count` slots (all of them, or all of a compact sub-network
 // in macro-step mode).
 // noise_scale: 1, or 0 in macro-step mode (the noise comes as one kick per
-// macro step, NoiseKick).
-template <bool kNonLinear>
+// macro step, NoiseKick). kNoise = false: noise_scale is 0, the noise term
+// (+0 z) is skipped (the generators still advance, NoiseKick continues
+// their streams). kInh = false: no inhibitory synapse in the network
+// (NeuronConstants::inhibitory_input), I_inh stays +0 and its terms are
+// skipped (x - G 0 = x); kFull implies kInh.
+template <bool kNonLinear, bool kFull, bool kNoise, bool kInh>
 HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
                                      int count, float noise_scale) {
   const int n = nc.num_slots;
@@ -310,7 +331,8 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
     const float v_inf = Blend(reset, v_inf_reset[i], v_inf_free[i]);
     const float drift = Blend(reset, drift_reset[i], drift_free[i]);
     const float exc_gain = Blend(reset, exc_gain_reset[i], exc_gain_free[i]);
-    const float inh_gain = Blend(reset, inh_gain_reset[i], inh_gain_free[i]);
+    const float inh_gain =
+        kInh ? Blend(reset, inh_gain_reset[i], inh_gain_free[i]) : 0.0f;
 
     const uint32_t r0 = random::XorShift32(noise[i]);
     const uint32_t r1 = random::XorShift32(r0);
@@ -318,14 +340,17 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
 
     const float v_old = v[i];
     const float ie = i_exc[i];
-    const float ii = i_inh[i];
+    const float ii = kInh ? i_inh[i] : 0.0f;
     const float ie_next = ie * exc_decay[i];
-    const float ii_next = ii * inh_decay[i];
+    const float ii_next = kInh ? ii * inh_decay[i] : 0.0f;
     // Linear part, exact (leak, reset, CUBA synapses) plus noise, as an
     // increment: V itself is accumulated with compensation (below).
-    const float inc_lin =
-        decay * (v_inf - v_old) + drift + exc_gain * ie - inh_gain * ii +
-        noise_scale * noise_step[i] * random::IrwinHall4(r0, r1);
+    float inc_lin = decay * (v_inf - v_old) + drift + exc_gain * ie;
+    if constexpr (kInh) inc_lin = inc_lin - inh_gain * ii;
+    if constexpr (kNoise) {
+      inc_lin =
+          inc_lin + noise_scale * noise_step[i] * random::IrwinHall4(r0, r1);
+    }
     float inc = inc_lin;
     float w_new = 0.0f;
     if constexpr (kNonLinear) {
@@ -333,24 +358,33 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
       const float etd1 = Blend(reset, etd1_reset[i], etd1_free[i]);
       const float etd2 = Blend(reset, etd2_reset[i], etd2_free[i]);
       const float exp_pref = Blend(reset, exp_pref_reset[i], exp_pref_free[i]);
-      const float coba_e = Blend(reset, coba_e_reset[i], coba_e_free[i]);
-      const float coba_i = Blend(reset, coba_i_reset[i], coba_i_free[i]);
-      const float w_old = adapt[i];
-      const float a = adapt_a[i];
-      const float w_lin =
-          w_old * adapt_decay[i] + a * (v_old - adapt_v_ref[i]) * adapt_q1[i];
-      const float n0 = NonLinear(v_old, w_old, ie, ii, exp_pref, exp_v_t[i],
-                                 exp_inv_slope[i], exp_arg_max[i], inv_c[i],
-                                 coba_e, e_exc_rev[i], coba_i, e_inh_rev[i]);
-      const float inc_pred = inc_lin + etd1 * n0;
-      const float n1 =
-          NonLinear(v_old + inc_pred, w_lin, ie_next, ii_next, exp_pref,
-                    exp_v_t[i], exp_inv_slope[i], exp_arg_max[i], inv_c[i],
-                    coba_e, e_exc_rev[i], coba_i, e_inh_rev[i]);
-      inc = inc_pred + etd2 * (n1 - n0);
-      // w follows the corrected membrane (clamped below, not here: the
-      // rails are a hard limit of V only).
-      w_new = w_lin + a * inc * adapt_q2[i];
+      if constexpr (!kFull) {
+        const float n0 = ExpTerm(v_old, exp_pref, exp_v_t[i], exp_inv_slope[i],
+                                 exp_arg_max[i]);
+        const float inc_pred = inc_lin + etd1 * n0;
+        const float n1 = ExpTerm(v_old + inc_pred, exp_pref, exp_v_t[i],
+                                 exp_inv_slope[i], exp_arg_max[i]);
+        inc = inc_pred + etd2 * (n1 - n0);
+      } else {
+        const float coba_e = Blend(reset, coba_e_reset[i], coba_e_free[i]);
+        const float coba_i = Blend(reset, coba_i_reset[i], coba_i_free[i]);
+        const float w_old = adapt[i];
+        const float a = adapt_a[i];
+        const float w_lin =
+            w_old * adapt_decay[i] + a * (v_old - adapt_v_ref[i]) * adapt_q1[i];
+        const float n0 = NonLinear(v_old, w_old, ie, ii, exp_pref, exp_v_t[i],
+                                   exp_inv_slope[i], exp_arg_max[i], inv_c[i],
+                                   coba_e, e_exc_rev[i], coba_i, e_inh_rev[i]);
+        const float inc_pred = inc_lin + etd1 * n0;
+        const float n1 =
+            NonLinear(v_old + inc_pred, w_lin, ie_next, ii_next, exp_pref,
+                      exp_v_t[i], exp_inv_slope[i], exp_arg_max[i], inv_c[i],
+                      coba_e, e_exc_rev[i], coba_i, e_inh_rev[i]);
+        inc = inc_pred + etd2 * (n1 - n0);
+        // w follows the corrected membrane (clamped below, not here: the
+        // rails are a hard limit of V only).
+        w_new = w_lin + a * inc * adapt_q2[i];
+      }
     }
     // Compensated sum (Fast2Sum, |V| >= |increment| on the rails' range):
     // V = v + v_lo carries ~48 bits, so that the rounding of many tiny
@@ -369,7 +403,9 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
     v_lo[i] = lo_new;
 
     i_exc[i] = ie_next > model::kSynFlushAmp ? ie_next : 0.0f;
-    i_inh[i] = ii_next > model::kSynFlushAmp ? ii_next : 0.0f;
+    if constexpr (kInh) {
+      i_inh[i] = ii_next > model::kSynFlushAmp ? ii_next : 0.0f;
+    }
 
     // Integer masks instead of bool && / bool ?: keep this branch-free.
     const int32_t left_next = left > 0 ? left - 1 : 0;
@@ -381,7 +417,9 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
                          static_cast<int32_t>(forced[i]);
     refractory[i] = fire ? restart : left_next;
     if constexpr (kNonLinear) {
-      adapt[i] = w_new + static_cast<float>(fire) * adapt_b[i];
+      if constexpr (kFull) {
+        adapt[i] = w_new + static_cast<float>(fire) * adapt_b[i];
+      }
       any_stiff |= static_cast<int>(v_new > v_stiff[i]);
     }
     v_prev[i] = v_old;
@@ -419,6 +457,30 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
     st.any_stiff = any_stiff != 0;
   }
   return any != 0;
+}
+
+// StepNeurons in the variant for these constants; noise: tick by tick
+// (noise_scale 1), else macro-step mode (0).
+bool Step(const NeuronConstants& nc, NeuronState& st, int count, bool noise) {
+  const bool inh = nc.inhibitory_input;
+  if (!nc.non_linear) {
+    if (noise) {
+      return inh ? StepNeurons<false, false, true, true>(nc, st, count, 1.0f)
+                 : StepNeurons<false, false, true, false>(nc, st, count, 1.0f);
+    }
+    return inh ? StepNeurons<false, false, false, true>(nc, st, count, 0.0f)
+               : StepNeurons<false, false, false, false>(nc, st, count, 0.0f);
+  }
+  if (!nc.adapt_or_coba) {
+    if (noise) {
+      return inh ? StepNeurons<true, false, true, true>(nc, st, count, 1.0f)
+                 : StepNeurons<true, false, true, false>(nc, st, count, 1.0f);
+    }
+    return inh ? StepNeurons<true, false, false, true>(nc, st, count, 0.0f)
+               : StepNeurons<true, false, false, false>(nc, st, count, 0.0f);
+  }
+  return noise ? StepNeurons<true, true, true, true>(nc, st, count, 1.0f)
+               : StepNeurons<true, true, false, true>(nc, st, count, 0.0f);
 }
 
 // Membrane noise of a macro step of `m` ticks as one kick at its start: the
@@ -459,7 +521,7 @@ HXEMU_VECTOR_CLONES void NoiseKick(const NeuronConstants& nc, NeuronState& st,
 // that have any); the non-linear part is ETD2 over m ticks. Slots that do
 // not qualify keep their state and get fine[i] = 1 (they step tick by tick).
 // Vectorised like StepNeurons: no control flow per slot.
-template <bool kNonLinear>
+template <bool kNonLinear, bool kFull>
 HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
                                     int m, const float* __restrict bins,
                                     const int* used, int num_used,
@@ -569,19 +631,31 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
       // CUBA only (COBA slots never take macro steps): N has no current
       // terms.
       const float exp_pref = Blend(reset, exp_pref_r[i], exp_pref_f[i]);
-      const float w_old = adapt[i];
-      const float a = adapt_a[i];
-      const float w_lin =
-          w_old * w_decay[i] + a * (v_old - adapt_v_ref[i]) * w_q1[i];
-      const float n0 = NonLinear(v_old, w_old, 0.0f, 0.0f, exp_pref, exp_v_t[i],
-                                 exp_inv_slope[i], exp_arg_max[i], inv_c[i],
-                                 0.0f, 0.0f, 0.0f, 0.0f);
-      const float inc_pred = inc_lin + Blend(reset, etd1_r[i], etd1_f[i]) * n0;
-      const float n1 = NonLinear(v_old + inc_pred, w_lin, 0.0f, 0.0f, exp_pref,
-                                 exp_v_t[i], exp_inv_slope[i], exp_arg_max[i],
-                                 inv_c[i], 0.0f, 0.0f, 0.0f, 0.0f);
-      inc = inc_pred + Blend(reset, etd2_r[i], etd2_f[i]) * (n1 - n0);
-      w_new = w_lin + a * inc * w_q2[i];
+      if constexpr (!kFull) {
+        // No adaptation (see StepNeurons): the exponential term only.
+        const float n0 = ExpTerm(v_old, exp_pref, exp_v_t[i], exp_inv_slope[i],
+                                 exp_arg_max[i]);
+        const float inc_pred =
+            inc_lin + Blend(reset, etd1_r[i], etd1_f[i]) * n0;
+        const float n1 = ExpTerm(v_old + inc_pred, exp_pref, exp_v_t[i],
+                                 exp_inv_slope[i], exp_arg_max[i]);
+        inc = inc_pred + Blend(reset, etd2_r[i], etd2_f[i]) * (n1 - n0);
+      } else {
+        const float w_old = adapt[i];
+        const float a = adapt_a[i];
+        const float w_lin =
+            w_old * w_decay[i] + a * (v_old - adapt_v_ref[i]) * w_q1[i];
+        const float n0 = NonLinear(v_old, w_old, 0.0f, 0.0f, exp_pref,
+                                   exp_v_t[i], exp_inv_slope[i], exp_arg_max[i],
+                                   inv_c[i], 0.0f, 0.0f, 0.0f, 0.0f);
+        const float inc_pred =
+            inc_lin + Blend(reset, etd1_r[i], etd1_f[i]) * n0;
+        const float n1 = NonLinear(
+            v_old + inc_pred, w_lin, 0.0f, 0.0f, exp_pref, exp_v_t[i],
+            exp_inv_slope[i], exp_arg_max[i], inv_c[i], 0.0f, 0.0f, 0.0f, 0.0f);
+        inc = inc_pred + Blend(reset, etd2_r[i], etd2_f[i]) * (n1 - n0);
+        w_new = w_lin + a * inc * w_q2[i];
+      }
     }
     const float lo_inc = v_lo[i] + inc;
     float v_new = v_old + lo_inc;
@@ -606,7 +680,7 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
     v[i] = v_end;
     v_prev[i] = v_end;
     v_lo[i] = Blend(acc, lo_new, v_lo[i]);
-    adapt[i] = Blend(acc, w_new, adapt[i]);
+    if constexpr (kFull) adapt[i] = Blend(acc, w_new, adapt[i]);
     i_exc[i] = Blend(acc, ie_next, ie);
     i_inh[i] = Blend(acc, ii_next, ii);
     const int32_t left_end = left > m ? left - m : 0;
@@ -624,15 +698,11 @@ constexpr size_t kPadSlots = 8;
 // `sub`, so that the few neurons stepping tick by tick in macro-step mode run
 // through the same vectorised StepNeurons. Reuses sub's capacity: no
 // allocation once it has held all slots.
-void GatherConstants(const NeuronConstants& nc, const std::vector<int>& list,
-                     NeuronConstants& sub) {
-  const size_t k = list.size();
-  auto g = [&](const auto& src, auto& dst) {
-    dst.resize(k);
-    for (size_t q = 0; q < k; ++q) dst[q] = src[list[q]];
-  };
-  sub.num_slots = static_cast<int>(k);
-  sub.non_linear = nc.non_linear;
+//
+// Calls g(src, dst) for every per-slot array StepNeurons reads (the one list
+// of them, for resizing and for copying).
+template <typename G>
+void ForEachStepConstant(const NeuronConstants& nc, NeuronConstants& sub, G g) {
   g(nc.node, sub.node);
   for (int r = 0; r < kNumRegimes; ++r) {
     g(nc.decay[r], sub.decay[r]);
@@ -668,35 +738,119 @@ void GatherConstants(const NeuronConstants& nc, const std::vector<int>& list,
   g(nc.noise_step_volt, sub.noise_step_volt);
 }
 
-// Copies the state of the slots `list` into / back from the compact `sub`.
-void GatherState(const NeuronState& st, int n, const std::vector<int>& list,
+// The compact network `sub` as a pool of positions (pool_slot[p]: the slot
+// whose constants position p holds, or -1 if free). Only slots that became
+// fine have their constants copied, and a slot that stopped being fine is
+// replaced by the last position (the set changes by a few slots per macro
+// step), so the pool stays dense: the active positions first, then at most
+// kPadSlots - 1 free ones up to a whole vector, computed with quiescent
+// state and never recorded or written back. Results do not depend on
+// positions (the vector lanes are independent).
+struct FinePool {
+  std::vector<int> pool_slot;    // per position
+  std::vector<int> index;        // per position: pool_slot, or 0 if free
+  std::vector<int> pos_of_slot;  // per slot, -1 if not in the pool
+  int active = 0;                // positions [0, active) are in use
+  int size = 0;                  // positions, a multiple of kPadSlots
+
+  // Makes the pool hold exactly the slots of `fine_list`; returns the number
+  // of positions.
+  int Update(const NeuronConstants& nc, const std::vector<int>& fine_list,
+             const uint8_t* fine, NeuronConstants& sub) {
+    if (pos_of_slot.empty()) pos_of_slot.assign(nc.num_slots, -1);
+    // Remove the slots that are no longer fine: the last position fills
+    // the hole.
+    for (int p = 0; p < active;) {
+      const int i = pool_slot[p];
+      if (fine[i]) {
+        ++p;
+        continue;
+      }
+      pos_of_slot[i] = -1;
+      const int last = --active;
+      if (p != last) {
+        const int moved = pool_slot[last];
+        pool_slot[p] = moved;
+        pos_of_slot[moved] = p;
+        ForEachStepConstant(
+            sub, sub, [&](const auto& src, auto& dst) { dst[p] = src[last]; });
+      }
+      pool_slot[last] = -1;
+    }
+    for (int i : fine_list) {
+      if (pos_of_slot[i] >= 0) continue;
+      const int p = active++;
+      if (p >= static_cast<int>(pool_slot.size())) {
+        pool_slot.resize(p + kPadSlots, -1);
+        ForEachStepConstant(nc, sub, [&](const auto& src, auto& dst) {
+          dst.resize(p + kPadSlots, src[i]);
+        });
+      }
+      pool_slot[p] = i;
+      pos_of_slot[i] = p;
+      ForEachStepConstant(nc, sub,
+                          [&](const auto& src, auto& dst) { dst[p] = src[i]; });
+    }
+    size = static_cast<int>((active + kPadSlots - 1) / kPadSlots * kPadSlots);
+    for (int p = active; p < size; ++p) pool_slot[p] = -1;
+    sub.num_slots = size;
+    sub.non_linear = nc.non_linear;
+    sub.adapt_or_coba = nc.adapt_or_coba;
+    sub.inhibitory_input = nc.inhibitory_input;
+    index.resize(size);
+    for (int p = 0; p < size; ++p) {
+      index[p] = pool_slot[p] < 0 ? 0 : pool_slot[p];
+    }
+    return size;
+  }
+};
+
+// Copies the state of the pool's slots into the compact `sub` (free
+// positions: quiescent, V = 0, no currents, not refractory).
+void GatherState(const NeuronState& st, int n, const FinePool& pool,
                  NeuronState& sub) {
-  const size_t k = list.size();
-  auto g = [&](const auto& src, auto& dst) {
-    dst.resize(k);
-    for (size_t q = 0; q < k; ++q) dst[q] = src[list[q]];
-  };
-  g(st.v_volt, sub.v_volt);
-  g(st.v_prev_volt, sub.v_prev_volt);
-  g(st.v_lo_volt, sub.v_lo_volt);
-  g(st.adapt_amp, sub.adapt_amp);
-  g(st.refractory_left, sub.refractory_left);
-  g(st.noise_state, sub.noise_state);
+  const size_t k = static_cast<size_t>(pool.size);
+  sub.v_volt.resize(k);
+  sub.v_prev_volt.resize(k);
+  sub.v_lo_volt.resize(k);
+  sub.adapt_amp.resize(k);
+  sub.refractory_left.resize(k);
+  sub.noise_state.resize(k);
   sub.spiked.assign(k, 0);
   sub.forced.assign(k, 0);
   sub.current_amp.resize(2 * k);
   for (size_t q = 0; q < k; ++q) {
-    sub.current_amp[q] = st.current_amp[list[q]];
-    sub.current_amp[k + q] = st.current_amp[n + list[q]];
+    const int i = pool.pool_slot[q];
+    if (i < 0) {
+      sub.v_volt[q] = 0.0f;
+      sub.v_prev_volt[q] = 0.0f;
+      sub.v_lo_volt[q] = 0.0f;
+      sub.adapt_amp[q] = 0.0f;
+      sub.refractory_left[q] = 0;
+      sub.noise_state[q] = 1;
+      sub.current_amp[q] = 0.0f;
+      sub.current_amp[k + q] = 0.0f;
+      continue;
+    }
+    sub.v_volt[q] = st.v_volt[i];
+    sub.v_prev_volt[q] = st.v_prev_volt[i];
+    sub.v_lo_volt[q] = st.v_lo_volt[i];
+    sub.adapt_amp[q] = st.adapt_amp[i];
+    sub.refractory_left[q] = st.refractory_left[i];
+    sub.noise_state[q] = st.noise_state[i];
+    sub.current_amp[q] = st.current_amp[i];
+    sub.current_amp[k + q] = st.current_amp[n + i];
   }
   sub.any_stiff = true;
 }
 
-// sub holds `k` slots (list may be shorter: padding is not written back).
-void ScatterState(const NeuronState& sub, int n, int k,
-                  const std::vector<int>& list, NeuronState& st) {
-  for (size_t q = 0; q < list.size(); ++q) {
-    const int i = list[q];
+// Writes the state of the pool's slots back.
+void ScatterState(const NeuronState& sub, int n, const FinePool& pool,
+                  NeuronState& st) {
+  const size_t k = static_cast<size_t>(pool.size);
+  for (size_t q = 0; q < k; ++q) {
+    const int i = pool.pool_slot[q];
+    if (i < 0) continue;
     st.v_volt[i] = sub.v_volt[q];
     st.v_prev_volt[i] = sub.v_prev_volt[q];
     st.v_lo_volt[i] = sub.v_lo_volt[q];
@@ -833,10 +987,7 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
   std::vector<uint8_t> fine(n, 1);
   NeuronConstants sub_nc;
   NeuronState sub_st(nc);
-  std::vector<int> gather_list, gathered_list;
-  gather_list.reserve(n + kPadSlots);
-  gathered_list.reserve(n + kPadSlots);
-  std::vector<int> sub_pos(n, -1);
+  FinePool pool;
   std::vector<int> fine_list;
   fine_list.reserve(n);
   int64_t next_poll = 0;
@@ -930,19 +1081,27 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
     fine_list.clear();
     if (macro > 1) {
       NoiseKick(nc, st, m);
-      if (nc.non_linear) {
-        CoarseStep<true>(nc, st, m, bins.data(), used.data(),
-                         static_cast<int>(used.size()), fine.data());
+      const int num_used = static_cast<int>(used.size());
+      if (!nc.non_linear) {
+        CoarseStep<false, false>(nc, st, m, bins.data(), used.data(), num_used,
+                                 fine.data());
+      } else if (!nc.adapt_or_coba) {
+        CoarseStep<true, false>(nc, st, m, bins.data(), used.data(), num_used,
+                                fine.data());
       } else {
-        CoarseStep<false>(nc, st, m, bins.data(), used.data(),
-                          static_cast<int>(used.size()), fine.data());
+        CoarseStep<true, true>(nc, st, m, bins.data(), used.data(), num_used,
+                               fine.data());
       }
+      // Branch-free compaction (about a third of the slots are fine).
+      fine_list.resize(n);
+      int num = 0;
       for (int i = 0; i < n; ++i) {
-        if (fine[i]) fine_list.push_back(i);
+        fine_list[num] = i;
+        num += fine[i];
       }
+      fine_list.resize(num);
     }
     const bool all_fine = macro == 1;
-    const float noise_scale = all_fine ? 1.0f : 0.0f;
     const int num_fine = all_fine ? n : static_cast<int>(fine_list.size());
 
     // 3. The fine neurons tick by tick (and the MADC). In macro-step mode
@@ -952,41 +1111,43 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
     if (num_fine > 0 || madc_in_range) {
       int k = num_fine;
       if (!all_fine) {
-        // Padded to whole vectors (copies of the last slot, computed but
-        // never recorded or written back), so no scalar remainder loop
-        // runs; the constants are gathered again only when the set changed.
-        gather_list.assign(fine_list.begin(), fine_list.end());
-        while (!gather_list.empty() && gather_list.size() % kPadSlots != 0) {
-          gather_list.push_back(gather_list.back());
-        }
-        if (gather_list != gathered_list) {
-          GatherConstants(nc, gather_list, sub_nc);
-          gathered_list = gather_list;
-        }
-        GatherState(st, n, gather_list, sub_st);
-        for (int q = 0; q < num_fine; ++q) sub_pos[fine_list[q]] = q;
-        k = static_cast<int>(gather_list.size());
+        // Whole vectors (free positions padded, computed but never
+        // recorded or written back), so no scalar remainder loop runs.
+        k = pool.Update(nc, fine_list, fine.data(), sub_nc);
+        GatherState(st, n, pool, sub_st);
       }
       const NeuronConstants& fnc = all_fine ? nc : sub_nc;
       NeuronState& fst = all_fine ? st : sub_st;
       for (int j = 0; j < m; ++j) {
         const int64_t s = step + j;
         if (bin_used[j]) {
-          const float* b = bins.data() + static_cast<size_t>(j) * 2 * n;
-          const uint8_t* f = forced_bins.data() + static_cast<size_t>(j) * n;
-          for (int q = 0; q < k; ++q) {
-            const int i = all_fine ? q : gather_list[q];
-            fst.current_amp[q] += b[i];
-            fst.current_amp[k + q] += b[n + i];
-            fst.forced[q] |= f[i];
+          const float* __restrict b =
+              bins.data() + static_cast<size_t>(j) * 2 * n;
+          float* __restrict cur = fst.current_amp.data();
+          if (all_fine) {
+            for (int q = 0; q < 2 * n; ++q) cur[q] += b[q];
+          } else {
+            const int* __restrict idx = pool.index.data();
+            for (int q = 0; q < k; ++q) {
+              cur[q] += b[idx[q]];
+              cur[k + q] += b[n + idx[q]];
+            }
+          }
+          if (conn.any_bypass) {
+            const uint8_t* __restrict f =
+                forced_bins.data() + static_cast<size_t>(j) * n;
+            uint8_t* __restrict forced = fst.forced.data();
+            for (int q = 0; q < k; ++q) {
+              forced[q] |= f[all_fine ? q : pool.index[q]];
+            }
           }
         }
-        const bool any_spike =
-            fnc.non_linear ? StepNeurons<true>(fnc, fst, k, noise_scale)
-                           : StepNeurons<false>(fnc, fst, k, noise_scale);
+        const bool any_spike = Step(fnc, fst, k, all_fine);
         if (any_spike) {
-          for (int q = 0; q < num_fine; ++q) {
-            if (!fst.spiked[q]) continue;
+          for (int q = 0; q < k; ++q) {
+            if (!fst.spiked[q] || (!all_fine && pool.pool_slot[q] < 0)) {
+              continue;
+            }
             const float v_old = fst.v_prev_volt[q];
             const float v_new = fst.v_volt[q];
             const float v_th = fnc.v_threshold_volt[q];
@@ -1003,12 +1164,14 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
             }
           }
         }
-        std::fill(fst.forced.begin(), fst.forced.begin() + k, 0);
+        if (conn.any_bypass) {
+          std::fill(fst.forced.begin(), fst.forced.begin() + k, 0);
+        }
 
         // 4. MADC (its neurons are always among the fine ones).
         if (s == next_sample.step) {
           const MadcChannel& ch = net.madc[sample % num_channels];
-          const int sl = all_fine ? ch.slot : sub_pos[ch.slot];
+          const int sl = all_fine ? ch.slot : pool.pos_of_slot[ch.slot];
           double volt;
           switch (ch.observable) {
             case hxemu::v1::OBSERVABLE_EXC_SYNIN:
@@ -1052,7 +1215,7 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
                   : SamplePoint{std::numeric_limits<int64_t>::max(), 0.0f};
         }
       }
-      if (!all_fine) ScatterState(sub_st, n, k, fine_list, st);
+      if (!all_fine) ScatterState(sub_st, n, pool, st);
     }
 
     // 5. Empty the bins of this macro step.

@@ -1,6 +1,6 @@
 // File: model_constants.h
 //
-// Every number of the emulator's first-cut neuron model, in one place, with
+// Every number of the emulator's neuron model, in one place, with
 // its unit in the name. docs/emulator-model.md explains where each comes from;
 // keep the two in sync. Internal header.
 #pragma once
@@ -14,7 +14,7 @@ namespace hxemu::emulator::model {
 // ---- Time base -------------------------------------------------------------
 
 // Integration steps per 8 ns FPGA tick. The loop and the spike-time
-// interpolation are written for any value; 1 (dt = 8 ns) is the first cut.
+// interpolation are written for any value; 1 = dt 8 ns (macro steps need 1).
 inline constexpr int kStepsPerTick = 1;
 inline constexpr double kTickS = kTickNs * 1e-9;
 inline constexpr double kStepS = kTickS / kStepsPerTick;

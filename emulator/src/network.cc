@@ -391,6 +391,9 @@ LoweredNeuron LowerNeuron(const ParameterValues& v, const Mismatch& mm,
                                       : alpha * (0.5 - alpha / 6.0));
   nc.adapt_b_amp[s] = static_cast<float>(adapt_b_amp);
   nc.inv_c_per_farad[s] = static_cast<float>(1.0 / c_farad);
+  nc.adapt_or_coba = nc.adapt_or_coba || adapt ||
+                     get(P::excitatory_input_enable_coba_mode) ||
+                     get(P::inhibitory_input_enable_coba_mode);
   nc.non_linear = nc.non_linear || delta_t > 0.0 || adapt ||
                   get(P::excitatory_input_enable_coba_mode) ||
                   get(P::inhibitory_input_enable_coba_mode);
@@ -776,6 +779,9 @@ absl::StatusOr<Network> LowerNetwork(const Experiment& e,
       run = conn.target[q] == conn.target[q - 1] + 1;
     }
     conn.contiguous[u] = run ? 1 : 0;
+  }
+  for (int32_t t : conn.target) {
+    nc.inhibitory_input = nc.inhibitory_input || t >= num_slots;
   }
   for (int slot = 0; slot < num_slots; ++slot) {
     conn.any_bypass =

@@ -134,6 +134,12 @@ struct NeuronConstants {
   // Whether any slot has an exponential term, adaptation or COBA input
   // (else the loop skips the non-linear part).
   bool non_linear = false;
+  // Whether any slot has adaptation or COBA input (else N is the exponential
+  // term alone and w stays 0; the loop skips the rest).
+  bool adapt_or_coba = false;
+  // Whether any synapse targets an inhibitory input (else I_inh stays 0 and
+  // the loop skips it).
+  bool inhibitory_input = false;
   std::vector<float> exc_decay;  // exp(-dt / tau_syn_exc) [1]
   std::vector<float> inh_decay;  // exp(-dt / tau_syn_inh) [1]
   // Spike threshold [V]; +infinity when threshold_enable is off.

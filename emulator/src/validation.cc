@@ -61,8 +61,9 @@ bool IsAnalogObservable(Observable o) {
          o == hxemu::v1::OBSERVABLE_ADAPTATION;
 }
 
-// Parameters whose feature the first-cut model does not have: any value but
-// the default is rejected with UNIMPLEMENTED instead of being ignored.
+// Parameters whose feature the emulator does not model (multicompartment,
+// bayesian): any value but the default is rejected with UNIMPLEMENTED instead
+// of being ignored.
 bool IsUnimplementedUnlessDefault(NeuronParameter p) {
   const std::string_view name = Info(p).name;
   if (name.starts_with("multicompartment_") || name.starts_with("bayesian_")) {

@@ -83,6 +83,17 @@ struct Job {
   // thread `firing_thread` (RemoveDoneCallback waits for them).
   bool firing = false;
   std::thread::id firing_thread;
+  // Queued again after it had started: restored from the store as RUNNING
+  // (server restart) or stopped by a draining shutdown.
+  bool requeued = false;
+  // Watchers (Scheduler::AddWatcher) by handle; cleared when terminal.
+  std::vector<std::pair<uint64_t, std::shared_ptr<const std::function<void()>>>>
+      watchers;
+
+  // --- Shared with the runner ---
+  // Whether `watchers` is not empty: progress reports take the lock only
+  // then.
+  std::atomic<bool> watched{false};
 
   // --- Shared with the runner ---
   // Set (once, under the scheduler's mutex) when the job is cancelled while

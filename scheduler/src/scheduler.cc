@@ -36,6 +36,7 @@
 #include <cmath>
 #include <deque>
 #include <exception>
+#include <iostream>
 #include <iterator>
 #include <limits>
 #include <map>
@@ -48,6 +49,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "hxemu/scheduler/job_store.h"
 #include "job.h"
 #include "job_id.h"
 #include "job_queue.h"
@@ -128,6 +130,11 @@ namespace {
 constexpr char kCancelledByUser[] = "cancelled by user";
 constexpr char kCancelledByShutdown[] =
     "cancelled: the server is shutting down; submit again";
+// The same with a store: the job is not lost.
+constexpr char kKeptForRestart[] =
+    "stopped: the server is shutting down; the job is kept in its state_dir "
+    "and runs after the restart (same job id)";
+constexpr char kRequeuedAfterRestart[] = "re-queued after server restart; ";
 // Weight of the newest run in the mean run time (ETA): an exponential
 // moving average over roughly the last 1/kRunTimeAlpha jobs.
 constexpr double kRunTimeAlpha = 0.05;
@@ -282,7 +289,20 @@ struct Scheduler::Impl {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Forgets `job` (terminal) entirely.
   void ForgetLocked(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Rebuilds the stored jobs (constructor, before the workers start).
+  void RestoreLocked(std::vector<JobRecord> records)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The persisted form of `job`.
+  JobRecord RecordLocked(const Job& job) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stores `job`'s record (if there is a store); failures are logged: the
+  // transition happened, only its record is older.
+  void PersistLocked(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int running_jobs_locked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The reason text of a shutdown's hand-back.
+  const char* ShutdownReason() const {
+    return store_ != nullptr ? kKeptForRestart : kCancelledByShutdown;
+  }
   ChipView ChipViewLocked(const Chip& chip) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Runs callbacks taken out by FinishLocked, then clears the jobs' `firing`.
@@ -302,6 +322,8 @@ struct Scheduler::Impl {
   const int64_t max_job_records_;
   const absl::Duration usage_half_life_;
   const absl::flat_hash_map<std::string, int> user_weights_;
+  // Null = in memory only.
+  const std::shared_ptr<JobStore> store_;
   // The pool, sorted by id; fixed after construction (the vector, not the
   // chips' guarded fields).
   std::vector<std::unique_ptr<Chip>> chips_;
@@ -362,6 +384,7 @@ Scheduler::Impl::Impl(
       max_job_records_(std::max<int64_t>(options.max_job_records, 1)),
       usage_half_life_(options.usage_half_life),
       user_weights_(options.user_weights),
+      store_(options.store),
       queue_(options.user_weights, options.user_time_slice) {
   std::vector<uint32_t> ids = options.chip_ids;
   std::sort(ids.begin(), ids.end());
@@ -371,6 +394,10 @@ Scheduler::Impl::Impl(
     chip->id = id;
     chip->runner = make_runner(id);
     chips_.push_back(std::move(chip));
+  }
+  if (store_ != nullptr) {
+    MutexLock lock(&mu_);
+    RestoreLocked(store_->Load());
   }
   // Start the workers only once `chips_` is complete: Submit reads it.
   for (auto& chip : chips_) {
@@ -389,7 +416,7 @@ void Scheduler::Impl::Shutdown() {
     for (auto& chip : chips_) {
       if (chip->current != nullptr) {
         RequestCancelLocked(*chip->current, Reason::kCancelledByShutdown,
-                            kCancelledByShutdown);
+                            ShutdownReason());
       }
       chip->work_cv.Signal();
     }
@@ -446,6 +473,18 @@ absl::StatusOr<Submitted> Scheduler::Impl::Submit(
     job->deadline = job->submit_time + options.max_wall_time;
   }
   job->id = internal::NewJobId();  // outside the lock: a system call
+  // The experiment (possibly large) is stored outside the lock, under the
+  // new id nobody knows yet; the record written under the lock below makes
+  // the job durable. Dropped again if the job is not accepted.
+  if (store_ != nullptr) {
+    if (absl::Status s = store_->PutExperiment(job->id, *job->experiment);
+        !s.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("state_dir: cannot store the job durably (", s.message(),
+                       "); retry later"));
+    }
+  }
+  bool accepted = false;
 
   PendingList pending;
   absl::Status status;
@@ -488,8 +527,25 @@ absl::StatusOr<Submitted> Scheduler::Impl::Submit(
     } else {
       // 128 random bits do not collide in practice; the check makes "never
       // reused" hold regardless (every job ever submitted stays in `jobs_`).
-      while (jobs_.contains(job->id)) job->id = internal::NewJobId();
+      while (jobs_.contains(job->id)) {
+        job->id = internal::NewJobId();
+        if (store_ != nullptr) {
+          status = store_->PutExperiment(job->id, *job->experiment);
+        }
+      }
       job->seq = next_seq_++;
+      // Durable before Submit returns (fsync'd): the commit point.
+      if (store_ != nullptr && status.ok()) {
+        status = store_->PutRecord(RecordLocked(*job));
+      }
+      if (!status.ok()) {
+        status = absl::UnavailableError(
+            absl::StrCat("state_dir: cannot store the job durably (",
+                         status.message(), "); retry later"));
+      }
+    }
+    if (status.ok() && duplicate_of.empty()) {
+      accepted = true;
       jobs_.emplace(job->id, job);
       by_user_[job->user].emplace(job->seq, job.get());
       if (!job->request_id.empty()) {
@@ -507,6 +563,9 @@ absl::StatusOr<Submitted> Scheduler::Impl::Submit(
     }
   }
   RunCallbacks(pending);
+  if (!accepted && store_ != nullptr) {
+    (void)store_->Remove(job->id);
+  }
   if (!status.ok()) return status;
   if (!duplicate_of.empty()) {
     return Submitted{.job_id = duplicate_of, .duplicate = true};
@@ -750,7 +809,7 @@ SchedulerStats Scheduler::Impl::Stats() {
 void Scheduler::Impl::HandBackQueuedLocked(PendingList* pending) {
   for (std::shared_ptr<Job>& job : queue_.TakeAll()) {
     FinishLocked(job, JobState::kCancelled, Reason::kCancelledByShutdown,
-                 kCancelledByShutdown, absl::OkStatus(), pending);
+                 ShutdownReason(), absl::OkStatus(), pending);
   }
 }
 
@@ -759,7 +818,9 @@ void Scheduler::Impl::Drain(absl::Time deadline) {
   {
     MutexLock lock(&mu_);
     draining_ = true;
-    HandBackQueuedLocked(&pending);
+    // With a store the queued jobs stay queued (NextJob starts none while
+    // draining): they run after the restart.
+    if (store_ == nullptr) HandBackQueuedLocked(&pending);
   }
   RunCallbacks(pending);
   MutexLock lock(&mu_);
@@ -770,7 +831,7 @@ void Scheduler::Impl::Drain(absl::Time deadline) {
   for (auto& chip : chips_) {
     if (chip->current != nullptr) {
       RequestCancelLocked(*chip->current, Reason::kCancelledByShutdown,
-                          kCancelledByShutdown);
+                          ShutdownReason());
     }
   }
   // Runners poll their cancel flag; they return promptly.
@@ -798,8 +859,12 @@ std::shared_ptr<Job> Scheduler::Impl::NextJob(Chip& chip) {
         // An idle worker only looks at the queue once claimed (woken for a
         // job): a spurious wake-up must not steal a job from the chip chosen
         // for it (affinity).
-        std::shared_ptr<Job> job =
-            chip.idle ? nullptr : queue_.PopFor(chip.id, clock_->Now());
+        // A draining scheduler with a store starts nothing: the queued jobs
+        // stay in the store for the restart.
+        const bool may_start = !(draining_ && store_ != nullptr);
+        std::shared_ptr<Job> job = chip.idle || !may_start
+                                       ? nullptr
+                                       : queue_.PopFor(chip.id, clock_->Now());
         if (job != nullptr) {
           chip.current = job;
           chip.current_experiment = job->experiment;
@@ -820,6 +885,8 @@ std::shared_ptr<Job> Scheduler::Impl::NextJob(Chip& chip) {
               RunningReason(chip.id, /*cancel_requested=*/false);
           job->chip_id = chip.id;
           job->start_time = clock_->Now();
+          job->requeued = false;
+          PersistLocked(*job);
           // It may not be the job this worker was woken for.
           WakeAnyWorkerLocked();
           return job;
@@ -864,6 +931,15 @@ void Scheduler::Impl::CompleteJob(Chip& chip, const std::shared_ptr<Job>& job,
   if (outcome.ok()) {
     result = std::make_shared<const hxemu::v1::Result>(*std::move(outcome));
     result_bytes = static_cast<int64_t>(result->ByteSizeLong());
+    // Before the SUCCEEDED record (FinishLocked): a record never points to
+    // a result not yet written. Outside the lock: results can be large.
+    if (store_ != nullptr) {
+      if (absl::Status s = store_->PutResult(job->id, *result); !s.ok()) {
+        std::cerr << "hxemu: state_dir: job " << job->id
+                  << ": cannot store its result (" << s.message()
+                  << "); it is lost at the next restart\n";
+      }
+    }
   }
   PendingList pending;
   {
@@ -890,6 +966,21 @@ void Scheduler::Impl::CompleteJob(Chip& chip, const std::shared_ptr<Job>& job,
       retained_.push_back(job);
       retained_bytes_ += result_bytes;
       if (first) housekeeper_cv_.Signal();  // a new TTL to watch
+    } else if (store_ != nullptr && draining_ && !stopping_ &&
+               job->cancel_requested.load(std::memory_order_relaxed) &&
+               job->cancel_reason_code == Reason::kCancelledByShutdown &&
+               absl::IsCancelled(outcome.status())) {
+      // Stopped by a draining shutdown: queued again (its record still says
+      // RUNNING, so it is re-queued after the restart too).
+      job->state = JobState::kQueued;
+      job->requeued = true;
+      job->chip_id.reset();
+      job->start_time = absl::InfinitePast();
+      job->cancel_requested.store(false, std::memory_order_relaxed);
+      job->cancel_reason.clear();
+      job->progress_ms.store(0, std::memory_order_relaxed);
+      queue_.Push(job, UsageLocked(job->user));
+      terminal_cv_.SignalAll();  // Drain waits for no job to run
     } else if (job->cancel_requested.load(std::memory_order_relaxed) &&
                absl::IsCancelled(outcome.status())) {
       FinishLocked(job,
@@ -984,6 +1075,10 @@ void Scheduler::Impl::SweepLocked(PendingList* pending) {
     }
     job.result.reset();
     retained_bytes_ -= job.result_bytes;
+    if (store_ != nullptr) {
+      (void)store_->RemoveResult(job.id);
+      PersistLocked(job);
+    }
     retained_.pop_front();
   }
 }
@@ -1016,7 +1111,133 @@ void Scheduler::Impl::ForgetLocked(const Job& job) {
     if (by_user->second.empty()) by_user_.erase(by_user);
   }
   const std::string id = job.id;  // `job` dies with its map entry
+  if (store_ != nullptr) {
+    if (absl::Status s = store_->Remove(id); !s.ok()) {
+      std::cerr << "hxemu: state_dir: job " << id << ": " << s.message()
+                << "\n";
+    }
+  }
   jobs_.erase(id);
+}
+
+JobRecord Scheduler::Impl::RecordLocked(const Job& job) const {
+  JobRecord r;
+  r.id = job.id;
+  r.user = job.user;
+  r.seq = job.seq;
+  r.request_id = job.request_id;
+  r.request_fingerprint = job.request_fingerprint;
+  r.config_key = job.config_key;
+  r.pinned_chip = job.pinned_chip();
+  r.runtime_ms = job.runtime_ms;
+  r.submit_time = job.submit_time;
+  r.max_wall_time = job.max_wall_time;
+  r.state = job.state;
+  r.reason = job.reason;
+  r.state_reason = job.state_reason;
+  r.error = job.error;
+  r.chip_id = job.chip_id;
+  r.start_time = job.start_time;
+  r.end_time = job.end_time;
+  r.result_bytes = job.result_bytes;
+  r.result_evicted_reason = job.result_evicted_reason;
+  return r;
+}
+
+void Scheduler::Impl::PersistLocked(const Job& job) {
+  if (store_ == nullptr) return;
+  if (absl::Status s = store_->PutRecord(RecordLocked(job)); !s.ok()) {
+    std::cerr << "hxemu: state_dir: job " << job.id << " ("
+              << JobStateName(job.state)
+              << "): cannot store its record: " << s.message() << "\n";
+  }
+}
+
+void Scheduler::Impl::RestoreLocked(std::vector<JobRecord> records) {
+  // Submission order: the queue is rebuilt in it, so every user's FIFO
+  // (and the users' ring order) is the original one.
+  std::sort(
+      records.begin(), records.end(),
+      [](const JobRecord& a, const JobRecord& b) { return a.seq < b.seq; });
+  std::vector<std::shared_ptr<Job>> terminal;
+  int requeued = 0;
+  int queued = 0;
+  for (JobRecord& r : records) {
+    if (jobs_.contains(r.id)) continue;  // (cannot happen: one file per id)
+    auto job = std::make_shared<Job>();
+    job->id = r.id;
+    job->user = r.user;
+    job->pinned = r.pinned_chip.has_value();
+    job->pinned_chip_id = r.pinned_chip.value_or(0);
+    job->runtime_ms = r.runtime_ms;
+    job->request_id = r.request_id;
+    job->request_fingerprint = r.request_fingerprint;
+    job->config_key = r.config_key;
+    job->submit_time = r.submit_time;
+    job->seq = r.seq;
+    job->max_wall_time = r.max_wall_time;
+    if (r.max_wall_time != absl::InfiniteDuration()) {
+      job->deadline = r.submit_time + r.max_wall_time;
+    }
+    next_seq_ = std::max(next_seq_, r.seq + 1);
+    if (!IsTerminal(r.state)) {
+      // A job whose pinned chip is gone (fewer chips now) still waits for
+      // it; the user can cancel it.
+      job->state = JobState::kQueued;
+      job->requeued = r.state == JobState::kRunning;
+      job->experiment = std::move(r.experiment);
+      requeued += job->requeued;
+      ++queued;
+    } else {
+      job->state = r.state;
+      job->reason = r.reason;
+      job->state_reason = std::move(r.state_reason);
+      job->error = std::move(r.error);
+      job->chip_id = r.chip_id;
+      job->start_time = r.start_time;
+      job->end_time = r.end_time;
+      job->result_bytes = r.result_bytes;
+      job->result_evicted_reason = std::move(r.result_evicted_reason);
+      if (job->state == JobState::kSucceeded &&
+          job->result_evicted_reason.empty()) {
+        job->result = std::move(r.result);
+        if (job->result == nullptr) {
+          job->result_evicted_reason =
+              "result evicted: not found in the state_dir at server start";
+        }
+      }
+      terminal.push_back(job);
+    }
+    jobs_.emplace(job->id, job);
+    by_user_[job->user].emplace(job->seq, job.get());
+    if (!job->request_id.empty()) {
+      requests_.emplace(std::make_pair(job->user, job->request_id), job.get());
+    }
+    if (job->state == JobState::kQueued) {
+      if (job->deadline != absl::InfiniteFuture()) {
+        deadlines_.emplace(job->deadline, job.get());
+      }
+      queue_.Push(job, 0);
+    }
+  }
+  // Retention order: oldest end first (`retained_` a subsequence of
+  // `terminal_`).
+  std::stable_sort(
+      terminal.begin(), terminal.end(),
+      [](const auto& a, const auto& b) { return a->end_time < b->end_time; });
+  for (std::shared_ptr<Job>& job : terminal) {
+    if (job->result != nullptr) {
+      retained_.push_back(job);
+      retained_bytes_ += job->result_bytes;
+    }
+    terminal_.push_back(std::move(job));
+  }
+  if (!records.empty()) {
+    std::cerr << "hxemu: state_dir: restored " << jobs_.size() << " jobs ("
+              << queued << " queued, " << requeued
+              << " of them re-queued after running, " << terminal_.size()
+              << " finished)\n";
+  }
 }
 
 double Scheduler::Impl::UsageLocked(const std::string& user) const {
@@ -1088,6 +1309,15 @@ void Scheduler::Impl::FinishLocked(const std::shared_ptr<Job>& job,
   job->error = std::move(error);
   job->end_time = clock_->Now();
   job->experiment.reset();  // records live long; experiments can be large
+  // A shutdown's hand-back is not recorded: the store keeps the job queued
+  // or running, so it runs after the restart.
+  if (store_ != nullptr && code != Reason::kCancelledByShutdown) {
+    PersistLocked(*job);
+    if (absl::Status s = store_->RemoveExperiment(job->id); !s.ok()) {
+      std::cerr << "hxemu: state_dir: job " << job->id << ": " << s.message()
+                << "\n";
+    }
+  }
   deadlines_.erase({job->deadline, job.get()});
   terminal_.push_back(job);
   terminal_cv_.SignalAll();
@@ -1156,6 +1386,10 @@ JobView Scheduler::Impl::ViewLocked(const Job& job) const {
       busy += chip->current != nullptr;
     }
     view.state_reason = QueuedReason(ahead, job, busy > 0, &view.reason);
+    if (job.requeued) view.state_reason.insert(0, kRequeuedAfterRestart);
+    if (draining_ && store_ != nullptr) {
+      absl::StrAppend(&view.state_reason, "; ", kKeptForRestart);
+    }
     if (mean_run_time_ > absl::ZeroDuration() && usable > 0) {
       // Every `usable` jobs ahead take one mean run; if all chips are busy,
       // the running ones are on average half done.

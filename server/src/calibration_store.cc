@@ -33,7 +33,7 @@ CalibrationStore::CalibrationStore(const Options& options)
   default_targets_ =
       calibration::ToProto(*calibration::ResolveTargets(CalibrationTargets()));
   {
-    absl::MutexLock lock(&mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     for (int c = 0; c < options_.num_chips; ++c) {
       const uint32_t chip = static_cast<uint32_t>(c);
       Entry& e = entries_[KeyOf(chip, default_targets_)];
@@ -61,10 +61,11 @@ std::string CalibrationStore::KeyOf(uint32_t chip_id,
 void CalibrationStore::Stop() {
   std::vector<Callback> failed;
   {
-    absl::MutexLock lock(&mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     if (stopped_) return;
     stopped_ = true;
     cancel_ = true;
+    work_.notify_all();
     for (auto& [key, e] : entries_) {
       for (Callback& cb : e.waiters) failed.push_back(std::move(cb));
       e.waiters.clear();
@@ -90,6 +91,7 @@ absl::Status CalibrationStore::EnqueueLocked(const std::string& key,
   } else {
     queue_.push_back(key);
   }
+  work_.notify_one();
   return absl::OkStatus();
 }
 
@@ -111,7 +113,7 @@ void CalibrationStore::Get(std::optional<uint32_t> chip_id,
   // What to deliver at once, unless the request waits for the worker.
   absl::StatusOr<Calibration> now = absl::UnknownError("unset");
   {
-    absl::MutexLock lock(&mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     if (stopped_) {
       done(absl::UnavailableError("the server is shutting down"));
       return;
@@ -175,12 +177,8 @@ void CalibrationStore::Work() {
     uint32_t chip = 0;
     CalibrationTargets targets;
     {
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(
-          +[](CalibrationStore* s) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-            return s->stopped_ || !s->queue_.empty();
-          },
-          this));
+      std::unique_lock<std::mutex> lock(mu_);
+      work_.wait(lock, [this] { return stopped_ || !queue_.empty(); });
       if (stopped_) return;
       key = queue_.front();
       queue_.pop_front();
@@ -216,7 +214,7 @@ void CalibrationStore::Work() {
     }
     std::vector<Callback> waiters;
     {
-      absl::MutexLock lock(&mu_);
+      std::unique_lock<std::mutex> lock(mu_);
       Entry& e = entries_[key];
       if (from_disk) {
         ++disk_hits_;
@@ -232,6 +230,19 @@ void CalibrationStore::Work() {
         e.error = result.status();
       }
       waiters.swap(e.waiters);
+      // Bounded memory: drop other ready custom calibrations beyond the cap.
+      for (auto it = entries_.begin();
+           static_cast<int>(entries_.size()) >
+               options_.num_chips + options_.max_in_memory &&
+           it != entries_.end();) {
+        const Entry& x = it->second;
+        if (it->first != key && !x.is_default && x.waiters.empty() &&
+            x.state == hxemu::v1::CALIBRATION_STATE_READY) {
+          it = entries_.erase(it);
+        } else {
+          ++it;
+        }
+      }
     }
     for (Callback& cb : waiters) cb(result);
   }
@@ -239,7 +250,7 @@ void CalibrationStore::Work() {
 
 hxemu::v1::CalibrationState CalibrationStore::DefaultState(
     uint32_t chip_id, std::string* message) const {
-  absl::MutexLock lock(&mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   auto it = entries_.find(KeyOf(chip_id, default_targets_));
   if (it == entries_.end()) return hxemu::v1::CALIBRATION_STATE_UNSPECIFIED;
   const Entry& e = it->second;
@@ -251,12 +262,12 @@ hxemu::v1::CalibrationState CalibrationStore::DefaultState(
 }
 
 int64_t CalibrationStore::computed() const {
-  absl::MutexLock lock(&mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   return computed_;
 }
 
 int64_t CalibrationStore::disk_hits() const {
-  absl::MutexLock lock(&mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   return disk_hits_;
 }
 

@@ -15,19 +15,19 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "hxemu/calibration/cache.h"
 #include "hxemu/v1/calibration.pb.h"
 #include "hxemu/v1/service.pb.h"
@@ -47,6 +47,9 @@ class CalibrationStore {
     bool calibrate_at_start = false;
     // Most calibrations waiting to be computed (RESOURCE_EXHAUSTED beyond).
     int max_queued = 64;
+    // Most custom-target calibrations kept in memory (beyond, ready ones are
+    // dropped; they stay on disk).
+    int max_in_memory = 256;
     // Circuits to calibrate; empty = all 512 (tests calibrate a few; such
     // partial calibrations are cached in their own subdirectory).
     std::vector<uint32_t> circuits;
@@ -93,20 +96,24 @@ class CalibrationStore {
   static std::string KeyOf(uint32_t chip_id,
                            const hxemu::v1::CalibrationTargets& resolved);
   // Queues the computation of `key` (front: a request; back: a default).
-  absl::Status EnqueueLocked(const std::string& key, bool front)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status EnqueueLocked(const std::string& key, bool front);  // mu_ held
   void Work();
 
   const Options options_;
   const calibration::CalibrationCache cache_;
   hxemu::v1::CalibrationTargets default_targets_;
 
-  mutable absl::Mutex mu_;
-  std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);
-  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
-  int64_t computed_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t disk_hits_ ABSL_GUARDED_BY(mu_) = 0;
+  // std::mutex rather than absl::Mutex: Debian's Abseil is not built for
+  // ThreadSanitizer, which then cannot see absl::Mutex's ordering (see
+  // scheduler/src/mutex.h); libstdc++'s mutex goes through pthread, which
+  // TSan intercepts. Everything below is guarded by mu_.
+  mutable std::mutex mu_;
+  std::condition_variable work_;  // queue_ not empty, or stopped_
+  std::map<std::string, Entry> entries_;
+  std::deque<std::string> queue_;
+  bool stopped_ = false;
+  int64_t computed_ = 0;
+  int64_t disk_hits_ = 0;
   std::atomic<bool> cancel_{false};
   std::thread worker_;
 };

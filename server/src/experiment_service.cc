@@ -440,9 +440,16 @@ std::vector<hxemu::v1::ResultChunk> SplitResult(const hxemu::v1::Result& result,
     r->set_runtime_ms(result.runtime_ms());
     return r;
   };
+  // The first chunk carries every field except the three bulk lists (spike
+  // trains, traces, CADC reads), so a field added to Result later reaches the
+  // client without a change here; the bulk lists follow within the budget.
   hxemu::v1::Result* current = new_chunk();
-  *current->mutable_population_labels() = result.population_labels();
-  size_t budget = max_chunk_bytes;
+  *current = result;
+  current->clear_spike_trains();
+  current->clear_traces();
+  current->clear_cadc_reads();
+  size_t budget =
+      max_chunk_bytes - std::min(max_chunk_bytes, current->ByteSizeLong());
 
   for (const hxemu::v1::SpikeTrain& train : result.spike_trains()) {
     size_t cost = 16 + train.times_ticks_size() * kBytesPerSpike;
@@ -495,6 +502,16 @@ std::vector<hxemu::v1::ResultChunk> SplitResult(const hxemu::v1::Result& result,
       budget -= std::min(budget, 32 + (end - begin) * kBytesPerSample);
       begin = end;
     } while (begin < trace.codes_size());
+  }
+  for (const hxemu::v1::CadcRead& read : result.cadc_reads()) {
+    // One read is at most 512 codes (~1 KiB): never split, only moved on.
+    const size_t cost = 16 + read.codes_size() * 2;
+    if (cost > budget && budget < max_chunk_bytes) {
+      current = new_chunk();
+      budget = max_chunk_bytes;
+    }
+    *current->add_cadc_reads() = read;
+    budget -= std::min(budget, cost);
   }
   return chunks;
 }

@@ -74,6 +74,14 @@ ABSL_FLAG(std::string, calibration_cache_dir, "",
           "Directory of the on-disk calibration cache (empty = "
           "$XDG_CACHE_HOME/hxemu/calibrations, else "
           "~/.cache/hxemu/calibrations; 'none' = memory only)");
+ABSL_FLAG(std::string, state_dir, "",
+          "Directory of the durable job state: accepted jobs, their states "
+          "and results survive a restart (or crash) of the server on the "
+          "same directory (empty = in memory only)");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM certificate chain of the server; with --tls_key_file serves "
+          "TLS only (both empty = insecure)");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of the server");
 ABSL_FLAG(bool, print_parameter_table, false,
           "Print the neuron parameter table as JSON and exit");
 
@@ -153,6 +161,10 @@ int main(int argc, char** argv) {
           std::string(home) + "/.cache/hxemu/calibrations";
     }
   }
+
+  options.state_dir = absl::GetFlag(FLAGS_state_dir);
+  options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  options.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
 
   auto server = hxemu::server::Server::Start(options);
   if (!server.ok()) {

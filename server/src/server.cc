@@ -20,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "experiment_service.h"
 #include "hxemu/emulator/parameters.h"
+#include "hxemu/scheduler/job_store.h"
 #include "hxemu/scheduler/scheduler.h"
 #include "metrics.h"
 
@@ -100,6 +101,44 @@ absl::Status CheckOptions(const ServerOptions& options) {
   return absl::OkStatus();
 }
 
+// The whole content of a PEM file named by flag `flag`.
+absl::StatusOr<std::string> ReadPemFile(const char* flag,
+                                        const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": cannot read '", path, "'"));
+  }
+  std::string pem((std::istreambuf_iterator<char>(in)),
+                  std::istreambuf_iterator<char>());
+  if (pem.find("-----BEGIN ") == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": '", path, "' is not a PEM file"));
+  }
+  return pem;
+}
+
+// Insecure, or TLS with the configured certificate and key.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(
+    const ServerOptions& options) {
+  if (options.tls_cert_file.empty() && options.tls_key_file.empty()) {
+    return grpc::InsecureServerCredentials();
+  }
+  if (options.tls_cert_file.empty() || options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "tls_cert_file, tls_key_file: set both (TLS) or neither (insecure)");
+  }
+  absl::StatusOr<std::string> cert =
+      ReadPemFile("tls_cert_file", options.tls_cert_file);
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key =
+      ReadPemFile("tls_key_file", options.tls_key_file);
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions ssl;
+  ssl.pem_key_cert_pairs.push_back({*std::move(key), *std::move(cert)});
+  return grpc::SslServerCredentials(ssl);
+}
+
 // "host:port" with the port replaced by the one actually bound.
 std::string WithPort(const std::string& listen_address, int port) {
   size_t colon = listen_address.rfind(':');
@@ -114,6 +153,9 @@ std::string WithPort(const std::string& listen_address, int port) {
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(
     const ServerOptions& options) {
   if (absl::Status s = CheckOptions(options); !s.ok()) return s;
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      MakeCredentials(options);
+  if (!credentials.ok()) return credentials.status();
   auto impl = std::make_unique<Impl>();
   impl->options = options;
 
@@ -148,6 +190,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
                                                       : options.usage_half_life;
   scheduler_options.job_record_ttl = options.job_record_ttl;
   scheduler_options.max_job_records = options.max_job_records;
+  if (!options.state_dir.empty()) {
+    absl::StatusOr<std::unique_ptr<scheduler::FileJobStore>> store =
+        scheduler::FileJobStore::Open(options.state_dir);
+    if (!store.ok()) return store.status();
+    scheduler_options.store = std::move(*store);
+  }
   const emulator::ExperimentLimits limits = options.limits;
   impl->scheduler = std::make_unique<scheduler::Scheduler>(
       scheduler_options, [limits](uint32_t chip_id) -> scheduler::ChipRunner {
@@ -177,8 +225,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen_address,
-                           grpc::InsecureServerCredentials(), &impl->port);
+  builder.AddListeningPort(options.listen_address, *credentials, &impl->port);
   builder.SetMaxReceiveMessageSize(options.max_request_bytes);
   builder.RegisterService(impl->service.get());
   impl->grpc_server = builder.BuildAndStart();

@@ -135,7 +135,27 @@ struct ChipFigures {
   double wall_s = 0.0;
   double cpu_s = 0.0;
   int64_t spikes = 0;
+  // FNV-1a over all spike times and MADC codes of chip 0: equal before and
+  // after a change that claims to leave the numbers bit-identical.
+  uint64_t fingerprint = 0;
 };
+
+uint64_t Fingerprint(const hxemu::v1::Result& r) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](uint64_t x) {
+    for (int b = 0; b < 8; ++b) {
+      h = (h ^ ((x >> (8 * b)) & 0xff)) * 1099511628211ull;
+    }
+  };
+  for (const hxemu::v1::SpikeTrain& t : r.spike_trains()) {
+    mix(t.times_ticks_size());
+    for (uint64_t tick : t.times_ticks()) mix(tick);
+  }
+  for (const hxemu::v1::Trace& t : r.traces()) {
+    for (uint32_t code : t.codes()) mix(code);
+  }
+  return h;
+}
 
 // Runs `chips` chips in parallel (one thread each) on the reference load;
 // the wall time of the slowest.
@@ -167,6 +187,7 @@ std::optional<ChipFigures> RunChips(int chips, const hxemu::v1::Experiment& e) {
       for (const hxemu::v1::SpikeTrain& t : r->spike_trains()) {
         figures[c].spikes += t.times_ticks_size();
       }
+      figures[c].fingerprint = Fingerprint(*r);
       ok[c] = true;
     });
   }
@@ -178,6 +199,7 @@ std::optional<ChipFigures> RunChips(int chips, const hxemu::v1::Experiment& e) {
     out.cpu_s = std::max(out.cpu_s, figures[c].cpu_s);
     out.spikes += figures[c].spikes;
   }
+  out.fingerprint = figures[0].fingerprint;
   return out;
 }
 
@@ -253,11 +275,12 @@ int Main(int argc, char** argv) {
         "hxemu %d chip(s) on %d thread(s): wall %.3f s, %.1f spikes/neuron/ms, "
         "%.1f M neuron-steps/s, %.1f ms hardware per wall s per chip "
         "(%.1f in all); per CPU s of the slowest thread: %.1f ms hardware "
-        "(cpu %.3f s)\n",
+        "(cpu %.3f s); result fingerprint %016llx\n",
         chips, chips, f->wall_s,
         static_cast<double>(f->spikes) / (chips * kNeurons * runtime_ms),
         chips * kNeurons * runtime_ms * steps_per_ms / f->wall_s / 1e6,
-        hw_ms_per_s, chips * hw_ms_per_s, runtime_ms / f->cpu_s, f->cpu_s);
+        hw_ms_per_s, chips * hw_ms_per_s, runtime_ms / f->cpu_s, f->cpu_s,
+        static_cast<unsigned long long>(f->fingerprint));
   }
   if (!brian) return 0;
   if (!Capture(std::string(kPython) + " -c 'import brian2' 2>/dev/null") ||

@@ -298,9 +298,10 @@ TEST(MergeResultChunk, JoinsPiecesByKeyEvenWhenInterleaved) {
   trace->set_observable(v1::OBSERVABLE_V);
   trace->add_times_ticks(4);
   trace->add_codes(6);
-  // CADC: the circuits once, the reads of every chunk appended.
-  b.add_cadc_circuits(4);
-  b.add_cadc_circuits(9);
+  // CADC: the circuits come with the header in the first chunk, the reads of
+  // every chunk are appended.
+  a.add_cadc_circuits(4);
+  a.add_cadc_circuits(9);
   v1::CadcRead* read = b.add_cadc_reads();
   read->set_time_ticks(10);
   read->add_codes(80);

@@ -453,6 +453,13 @@ TEST(SplitResult, ChunksStayBelowTheLimitAndMergeBack) {
     trace->add_times_ticks(static_cast<uint64_t>(i) * 4 + 1000000000ull);
     trace->add_codes(static_cast<uint32_t>(i % 1024));
   }
+  result.add_population_labels("neurons");
+  for (uint32_t c = 0; c < 512; ++c) result.add_cadc_circuits(c);
+  for (int k = 0; k < 1000; ++k) {  // ~0.5 MB of CADC reads: several chunks
+    v1::CadcRead* read = result.add_cadc_reads();
+    read->set_time_ticks(static_cast<uint64_t>(k) * 125);
+    for (uint32_t c = 0; c < 512; ++c) read->add_codes((c + k) % 256);
+  }
   constexpr size_t kLimit = 256 * 1024;
   std::vector<v1::ResultChunk> chunks = server::SplitResult(result, kLimit);
   EXPECT_GT(chunks.size(), 10u);

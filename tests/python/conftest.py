@@ -70,6 +70,28 @@ def fake_pynn(fake_server, monkeypatch):
     pynn_module.end()
 
 
+@pytest.fixture(params=["fake", "server"])
+def any_pynn(request, monkeypatch):
+    """hxemu.pynn against the fake and against the real server."""
+    import hxemu.pynn as pynn_module
+    if request.param == "fake":
+        fake = request.getfixturevalue("fake_server")
+        monkeypatch.setenv("HXEMU_ADDRESS", fake.address)
+    else:
+        request.getfixturevalue("server_address")
+    yield pynn_module
+    pynn_module.end()
+
+
+@pytest.fixture
+def offline_pynn():
+    """hxemu.pynn set up without any server: anything submitted would fail."""
+    import hxemu.pynn as pynn_module
+    pynn_module.setup(connection="127.0.0.1:1")
+    yield pynn_module
+    pynn_module.end()
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "server_address" in getattr(item, "fixturenames", ()):

@@ -25,32 +25,15 @@ SPIKING = dict(leak_v_leak=1000, leak_i_bias=200, threshold_v_threshold=300,
                reset_i_bias=1022, reset_enable_multiplication=True)
 
 
-@pytest.fixture(params=["fake", "server"])
-def any_pynn(request, monkeypatch):
-    if request.param == "fake":
-        fake = request.getfixturevalue("fake_server")
-        monkeypatch.setenv("HXEMU_ADDRESS", fake.address)
-    else:
-        request.getfixturevalue("server_address")
-    yield pynn_module
-    pynn_module.end()
-
-
-@pytest.fixture
-def offline_pynn():
-    """hxemu.pynn without any server (runs must not happen)."""
-    pynn_module.setup(connection="127.0.0.1:1")
-    yield pynn_module
-    pynn_module.end()
-
-
 # -- the parameter table ------------------------------------------------------
 
 def test_hxneuron_parameters_come_from_the_table():
     from hxemu import _parameters
     table = _parameters.neuron_parameters()
     names = pynn_module.cells.HXNeuron().get_parameter_names()
-    assert names == list(table)
+    # plus pynn_brainscales' two generic plasticity keys (NeuronCellType)
+    assert names == list(table) + ["plasticity_rule_readout_source",
+                                   "plasticity_rule_enable_readout_source"]
     assert "leak_v_leak" in names and "membrane_capacitance_capacitance" in names
     defaults = pynn_module.cells.HXNeuron.default_parameters
     for name, info in table.items():

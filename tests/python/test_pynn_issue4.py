@@ -23,25 +23,6 @@ SIGN_TEXT = ("Weights must be positive for conductance-based and/or excitatory "
              "synapses and negative for inhibitory synapses")
 
 
-@pytest.fixture(params=["fake", "server"])
-def any_pynn(request, monkeypatch):
-    if request.param == "fake":
-        fake = request.getfixturevalue("fake_server")
-        monkeypatch.setenv("HXEMU_ADDRESS", fake.address)
-    else:
-        request.getfixturevalue("server_address")
-    yield pynn_module
-    pynn_module.end()
-
-
-@pytest.fixture
-def offline_pynn():
-    """hxemu.pynn without any server: anything submitted would fail."""
-    pynn_module.setup(connection="127.0.0.1:1")
-    yield pynn_module
-    pynn_module.end()
-
-
 def state():
     return pynn_module.simulator.state
 

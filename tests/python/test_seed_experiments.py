@@ -1,9 +1,11 @@
 """The seed tutorial (brainscales2-demos ts_00 "single neuron") on the real server.
 
-The experiment code is the notebook's, with ``import hxemu.pynn as pynn``;
-its sliders are replaced by sweeps and the plots by measurements.
+The experiments are the example scripts' functions (client/python/examples,
+the notebook's code with ``import hxemu.pynn as pynn``); the tests replace
+the notebook's sliders by sweeps and its plots by measurements.
 """
 
+import importlib
 import os
 import runpy
 import subprocess
@@ -17,59 +19,22 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "client" / "python" / "examples"
 
 
-def silent_neuron(pynn, v_leak):
-    """Experiment 1 (a silent neuron); also records spikes to check there are none."""
-    pynn.setup()
-    pop = pynn.Population(1, pynn.cells.HXNeuron(
-        # Leak potential, range: 400-1000
-        leak_v_leak=v_leak,
-        # Leak conductance, range: 0-1022
-        leak_i_bias=1022))
-    pop.record(["v", "spikes"])
-    pynn.run(0.2)
-    segment = pop.get_data().segments[-1]
-    mem_v = pop.get_data("v").segments[-1].irregularlysampledsignals[0]
-    spikes = segment.spiketrains[0]
-    pynn.end()
-    return mem_v, spikes
+@pytest.fixture
+def examples(server_address, monkeypatch):
+    """Import an example script's module by name (the scripts import their
+    shared tutorial_common from the examples folder)."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    yield importlib.import_module
+    import hxemu.pynn  # pylint: disable=import-outside-toplevel
+    hxemu.pynn.end()  # should an example have failed before its end()
 
 
-def leak_over_threshold(pynn, v_leak=1000, v_threshold=300, v_reset=400, i_bias_leak=150):
-    """Experiment 2 (leak over threshold), slider defaults as in the notebook."""
-    pynn.setup()
-    pop = pynn.Population(1, pynn.cells.HXNeuron(
-        # Leak potential, range: 400-1000
-        leak_v_leak=v_leak,
-        # Leak conductance, range: 0-1022
-        leak_i_bias=i_bias_leak,
-        # Threshold potential, range: 0-500
-        threshold_v_threshold=v_threshold,
-        # Reset potential, range: 300-1000
-        reset_v_reset=v_reset,
-        # Membrane capacitance, range: 0-63
-        membrane_capacitance_capacitance=63,
-        # Refractory time (counter), range: 0-255
-        refractory_period_refractory_time=255,
-        # Enable reset on threshold crossing
-        threshold_enable=True,
-        # Reset conductance, range: 0-1022
-        reset_i_bias=1022,
-        # Increase reset conductance
-        reset_enable_multiplication=True))
-    pop.record(["v", "spikes"])
-    pynn.run(0.2)
-    mem_v = pop.get_data("v").segments[-1].irregularlysampledsignals[0]
-    spikes = pop.get_data("spikes").segments[-1].spiketrains[0]
-    pynn.end()
-    return mem_v, spikes
-
-
-def test_silent_neuron_follows_leak_potential(pynn):
+def test_silent_neuron_follows_leak_potential(examples, tmp_path):
+    example = examples("ts00_experiment1_silent_neuron")
     sweep = [400, 600, 800, 1000]
     means = []
     for v_leak in sweep:
-        mem_v, spikes = silent_neuron(pynn, v_leak)
-        assert len(spikes) == 0, f"v_leak={v_leak}: a silent neuron spiked"
+        mem_v = example.experiment(v_leak, tmp_path / f"silent_{v_leak}.png")
         values = mem_v.magnitude.ravel()
         assert len(values) > 1000  # 0.2 ms at ~34 ns per sample
         # flat: after settling, the trace stays close to its mean
@@ -86,8 +51,10 @@ def _spike_stats(spikes):
     return len(times), (float(np.std(isi) / np.mean(isi)) if len(isi) > 1 else np.inf)
 
 
-def test_leak_over_threshold_spikes_regularly(pynn):
-    mem_v, spikes = leak_over_threshold(pynn)
+def test_leak_over_threshold_spikes_regularly(examples, tmp_path):
+    example = examples("ts00_experiment2_leak_over_threshold")
+    # the notebook's slider defaults
+    mem_v, spikes = example.experiment(1000, 300, 400, 150, tmp_path / "leak.png")
     count, cv = _spike_stats(spikes)
     assert count >= 3, f"only {count} spikes in 0.2 ms"
     assert cv < 0.2, f"irregular spiking: ISI CV {cv:.2f}"
@@ -96,10 +63,12 @@ def test_leak_over_threshold_spikes_regularly(pynn):
     assert np.ptp(values) > 50  # a sawtooth, not a flat line
 
 
-def test_rate_rises_with_leak_conductance(pynn):
+def test_rate_rises_with_leak_conductance(examples, tmp_path):
+    example = examples("ts00_experiment2_leak_over_threshold")
     counts = []
     for i_bias_leak in [100, 150, 200, 300]:
-        _, spikes = leak_over_threshold(pynn, i_bias_leak=i_bias_leak)
+        _, spikes = example.experiment(1000, 300, 400, i_bias_leak,
+                                       tmp_path / f"leak_{i_bias_leak}.png")
         count, cv = _spike_stats(spikes)
         assert cv < 0.2, f"i_bias_leak={i_bias_leak}: ISI CV {cv:.2f}"
         counts.append(count)
@@ -130,14 +99,10 @@ def _cycle_features(signal):
     return threshold, plateau, np.median(slopes), t[spikes[0]]
 
 
-def test_fixed_pattern_variations(server_address, tmp_path):
+def test_fixed_pattern_variations(examples, tmp_path):
     """Experiment 3: same parameters, ten neurons: different thresholds,
     reset plateaus and slopes, and no common time origin."""
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        import ts00_experiment3_fixed_pattern as example
-    finally:
-        sys.path.remove(str(EXAMPLES))
+    example = examples("ts00_experiment3_fixed_pattern")
     signals = example.experiment(tmp_path / "fixed_pattern.png")
     assert (tmp_path / "fixed_pattern.png").stat().st_size > 5000
     assert len(signals) == 10
@@ -179,16 +144,12 @@ def _responses(signal, spike_times, window_ms):
     return np.array(responses), float(np.median(values[times < spike_times[0]]))
 
 
-def test_external_stimulation(server_address, tmp_path):
+def test_external_stimulation(examples, tmp_path):
     """Experiment 4: a calibrated neuron (server calibration as
     initial_config); the excitatory inputs raise the membrane, the
     inhibitory one lowers it, and larger weights give larger responses."""
     _require_calibration_api()
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        import ts00_experiment4_external_stimulation as example
-    finally:
-        sys.path.remove(str(EXAMPLES))
+    example = examples("ts00_experiment4_external_stimulation")
     example.calib = example.pynn.helper.chip_from_nightly()
     assert len(example.calib.circuits) == 512
     amplitude = {}
@@ -243,6 +204,8 @@ def test_examples_write_plots(server_address, tmp_path, capsys, monkeypatch, scr
         stdout = run.stdout
     else:
         monkeypatch.setattr(sys, "argv", [str(EXAMPLES / script), "--out", str(out)])
+        # what "python3 SCRIPT" puts first on sys.path (runpy does not)
+        monkeypatch.syspath_prepend(str(EXAMPLES))
         runpy.run_path(str(EXAMPLES / script), run_name="__main__")
         stdout = capsys.readouterr().out
     written = sorted(out.glob(f"{prefix}*.png"))

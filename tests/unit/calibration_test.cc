@@ -296,13 +296,28 @@ TEST(TargetsTest, OutOfRangeNamesFieldAndRange) {
 TEST(TargetsTest, ValidButUnsupportedIsUnimplemented) {
   hxemu::v1::CalibrationTargets in;
   in.set_synapse_dac_bias(1000);
-  EXPECT_EQ(ResolveTargets(in).status().code(),
-            absl::StatusCode::kUnimplemented);
+  absl::Status s = ResolveTargets(in).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(s.message(), HasSubstr("targets.synapse_dac_bias"));
+}
+
+TEST(TargetsTest, CobaReferenceDefaultsToMidpointAndNeedsReversal) {
   hxemu::v1::CalibrationTargets coba;
   coba.set_e_coba_reversal_exc(200);
-  absl::Status s = ResolveTargets(coba).status();
-  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(s.message(), HasSubstr("COBA"));
+  absl::StatusOr<ResolvedTargets> t = ResolveTargets(coba);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->e_coba_reference_exc, 0.5 * (80 + 125));
+  EXPECT_FALSE(t->e_coba_reversal_inh.has_value());
+  EXPECT_FALSE(t->e_coba_reference_inh.has_value());
+  hxemu::v1::CalibrationTargets lonely;
+  lonely.set_e_coba_reference_inh(100);
+  absl::Status s = ResolveTargets(lonely).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("targets.e_coba_reference_inh: needs"));
+  hxemu::v1::CalibrationTargets inf;
+  inf.set_e_coba_reversal_inh(std::numeric_limits<double>::infinity());
+  EXPECT_EQ(ResolveTargets(inf).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(TargetsTest, ToProtoSetsEveryFieldAndRoundTrips) {
@@ -632,8 +647,11 @@ TEST_F(ChipCalibrationTest, SpreadsShrinkToTheTargetsAndWrongChipIsWorse) {
     SCOPED_TRACE(p.name);
     EXPECT_LE(a.sd, 1.0);  // [CADC LSB]
     EXPECT_NEAR(a.mean, p.target, 1.0);
-    EXPECT_GT(b.sd, 2.5);  // raw mismatch
-    EXPECT_GT(w.sd, 2.5);  // the other chip's mismatch
+    // Raw mismatch, and the other chip's mismatch (sd over 8 circuits:
+    // typically 4-6 LSB; the bounds leave room for other mismatch draws).
+    EXPECT_GT(b.sd, 1.5);
+    EXPECT_GT(b.sd, 3 * a.sd);
+    EXPECT_GT(w.sd, 1.5);
     EXPECT_GT(w.sd, 3 * a.sd);
   }
   struct Tau {
@@ -649,8 +667,9 @@ TEST_F(ChipCalibrationTest, SpreadsShrinkToTheTargetsAndWrongChipIsWorse) {
     SCOPED_TRACE(t.name);
     EXPECT_LE(a.sd / a.mean, 0.02);
     EXPECT_NEAR(a.mean, 10.0, 0.2);
-    EXPECT_GT(b.sd / b.mean, 0.04);
-    EXPECT_GT(w.sd / w.mean, 0.04);
+    EXPECT_GT(b.sd / b.mean, 0.03);  // typically 5-10 %
+    EXPECT_GT(w.sd / w.mean, 0.03);
+    EXPECT_GT(b.sd, 3 * a.sd);
     EXPECT_GT(w.sd, 3 * a.sd);
   }
 }
@@ -700,6 +719,37 @@ TEST(CalibrateTest, UnreachableTargetFailsHonestlyWithWarning) {
     EXPECT_FALSE(cc.success());
     EXPECT_THAT(cc.failed_targets(), ::testing::Contains("refractory_time_us"));
     EXPECT_NEAR(cc.measured().refractory_time_us(), 2.04, 0.01);
+  }
+}
+
+TEST(CalibrateTest, CobaReachesReversalPotentialsOrFailsHonestly) {
+  // Inhibitory reversal 40 CADC LSB (0.26 V) is reachable; excitatory 250
+  // (1.1 V) would need v_rev_coba codes above 1022 on every circuit. (The
+  // emulator's COBA path is its slow non-linear one: two circuits only.)
+  emulator::Chip chip(0);
+  hxemu::v1::CalibrationTargets targets;
+  targets.set_e_coba_reversal_exc(250);
+  targets.set_e_coba_reversal_inh(40);
+  CalibrationOptions options;
+  options.circuits = {6, 7};
+  absl::StatusOr<hxemu::v1::Calibration> cal =
+      Calibrate(chip, targets, options);
+  ASSERT_TRUE(cal.ok()) << cal.status();
+  EXPECT_EQ(cal->targets().e_coba_reference_inh(), 102.5);
+  EXPECT_EQ(cal->num_failed(), 2u);
+  EXPECT_EQ(cal->warning(), "calibration failed for 2 neurons");
+  for (const auto& cc : cal->circuits()) {
+    EXPECT_NEAR(cc.measured().e_coba_reversal_inh(), 40, 3.0);
+    EXPECT_LT(cc.measured().e_coba_reversal_exc(), 240);
+    EXPECT_THAT(cc.failed_targets(),
+                ::testing::Contains("e_coba_reversal_exc"));
+    EXPECT_THAT(cc.failed_targets(),
+                ::testing::Not(::testing::Contains("e_coba_reversal_inh")));
+    const std::vector<ParameterValues> cfg =
+        ConfigsFromCalibration(*cal, {cc.circuit()});
+    EXPECT_EQ(At(cfg[0],
+                 emulator::NeuronParameter::inhibitory_input_enable_coba_mode),
+              1);
   }
 }
 

@@ -1544,7 +1544,7 @@ TEST(Bypass, BypassSpikesDriveOnChipTargets) {
 
 // The same model as the emulator (docs/emulator-model.md sections 2-3) with
 // nominal transfer functions (no mismatch, no noise, start at V_reset),
-// integrated in double with classic RK4 at 0.2 ns (40 sub-steps per 8 ns
+// integrated in double with classic RK4 at 0.1 ns (80 sub-steps per 8 ns
 // step). The clocked logic (threshold comparator sampled at the end of every
 // 8 ns step, refractory counter, reset regime) is the same as in the
 // emulator; only the continuous dynamics are integrated differently.
@@ -1559,7 +1559,7 @@ struct AdExReference {
     std::vector<int64_t> ticks;
     double v = e_reset, w = 0.0;
     int left = 0;
-    constexpr int kSub = 40;
+    constexpr int kSub = 80;
     const double h = 8e-9 / kSub;
     for (int64_t step = 0; step < warmup_steps + steps; ++step) {
       const bool reset = left > release_steps;

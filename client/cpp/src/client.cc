@@ -259,12 +259,12 @@ void MergeResultChunk(const hxemu::v1::Result& chunk,
       result->runtime_ms() == 0 && result->population_labels_size() == 0 &&
       result->spike_trains_size() == 0 && result->traces_size() == 0;
   if (first) {
-    result->set_chip_id(chunk.chip_id());
-    result->set_runtime_ms(chunk.runtime_ms());
-    *result->mutable_population_labels() = chunk.population_labels();
-  }
-  if (result->cadc_circuits_size() == 0) {
-    *result->mutable_cadc_circuits() = chunk.cadc_circuits();
+    // The first chunk carries every field but the bulk lists (spike trains,
+    // traces, CADC reads), which are merged below.
+    *result = chunk;
+    result->clear_spike_trains();
+    result->clear_traces();
+    result->clear_cadc_reads();
   }
   for (const hxemu::v1::CadcRead& read : chunk.cadc_reads()) {
     *result->add_cadc_reads() = read;

@@ -14,41 +14,11 @@ Compared with the notebook only the import of the PyNN backend changed
     /usr/bin/python3 client/python/examples/ts00_experiment2_leak_over_threshold.py --out out/tutorial
 """
 
-import argparse
-import sys
-from pathlib import Path
-
-import matplotlib
-matplotlib.use("Agg")  # files instead of a notebook
-import matplotlib.pyplot as plt
-
-try:  # not needed when hxemu is installed (pip install -e client/python)
-    import hxemu  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# matplotlib into files, hxemu importable from the checkout, the notebook's helper
+from tutorial_common import arguments, plot_membrane_dynamics, plt
 
 # --- tutorial code; only the import of the backend differs -------------------
 import hxemu.pynn as pynn
-from hxemu.pynn import Population
-
-
-def plot_membrane_dynamics(population: Population, segment_id=-1, ylim=None):
-    """Plot the membrane trace of a population (or view) of size 1.
-
-    :param population: population whose recorded "v" is plotted
-    :param segment_id: neo segment to plot, -1 = the last one
-    :param ylim: y-axis limits
-    """
-    if len(population) != 1:
-        raise ValueError("Plotting is supported for populations of size 1.")
-    # results come in the neo format
-    mem_v = population.get_data("v").segments[segment_id].irregularlysampledsignals[0]
-    plt.plot(mem_v.times, mem_v, alpha=0.5)
-    print(f"Mean membrane potential: {mem_v.mean()}")
-    plt.xlabel("Wall clock time [ms]")
-    plt.ylabel("ADC readout [a.u.]")
-    if ylim:
-        plt.ylim(ylim)
 
 
 def experiment(v_leak, v_threshold, v_reset, i_bias_leak, filename):
@@ -58,6 +28,7 @@ def experiment(v_leak, v_threshold, v_reset, i_bias_leak, filename):
     :param v_threshold: Spike threshold potential.
     :param v_reset: Reset potential.
     :param i_bias_leak: Controls the leak conductance (membrane time constant).
+    :returns: the membrane trace (MADC codes) and the spike train
     """
 
     plt.figure()
@@ -88,24 +59,24 @@ def experiment(v_leak, v_threshold, v_reset, i_bias_leak, filename):
     pop.record(["v", "spikes"])
     pynn.run(0.2)
     plot_membrane_dynamics(pop, ylim=(100, 800))
-    print(f"Spikes: {len(pop.get_data('spikes').segments[-1].spiketrains[0])}")
+    spikes = pop.get_data("spikes").segments[-1].spiketrains[0]
+    print(f"Spikes: {len(spikes)}")
     plt.savefig(filename)  # the notebook shows the figure instead
     plt.close()
+    mem_v = pop.get_data("v").segments[-1].irregularlysampledsignals[0]
     pynn.end()
+    return mem_v, spikes
 # --- end of tutorial code -----------------------------------------------------
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="out/tutorial", help="output folder for the PNGs")
-    parser.add_argument("--i-bias-leak", type=int, nargs="+", default=[100, 150, 200, 300],
-                        help="leak_i_bias values to sweep")
-    parser.add_argument("--v-leak", type=int, default=1000)
-    parser.add_argument("--v-threshold", type=int, default=300)
-    parser.add_argument("--v-reset", type=int, default=400)
-    args = parser.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    def options(parser):
+        parser.add_argument("--i-bias-leak", type=int, nargs="+", default=[100, 150, 200, 300],
+                            help="leak_i_bias values to sweep")
+        parser.add_argument("--v-leak", type=int, default=1000)
+        parser.add_argument("--v-threshold", type=int, default=300)
+        parser.add_argument("--v-reset", type=int, default=400)
+    args, out = arguments(__doc__, argv, options)
     for i_bias_leak in args.i_bias_leak:
         filename = out / f"ts00_experiment2_leak_over_threshold_i_bias_{i_bias_leak}.png"
         experiment(args.v_leak, args.v_threshold, args.v_reset, i_bias_leak, filename)

@@ -21,41 +21,11 @@ Compared with the notebook only the import of the PyNN backend changed
     /usr/bin/python3 client/python/examples/ts00_experiment3_fixed_pattern.py --out out/tutorial
 """
 
-import argparse
-import sys
-from pathlib import Path
-
-import matplotlib
-matplotlib.use("Agg")  # files instead of a notebook
-import matplotlib.pyplot as plt
-
-try:  # not needed when hxemu is installed (pip install -e client/python)
-    import hxemu  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# matplotlib into files, hxemu importable from the checkout, the notebook's helper
+from tutorial_common import arguments, plot_membrane_dynamics, plt
 
 # --- tutorial code; only the import of the backend differs -------------------
 import hxemu.pynn as pynn
-from hxemu.pynn import Population
-
-
-def plot_membrane_dynamics(population: Population, segment_id=-1, ylim=None):
-    """Plot the membrane trace of a population (or view) of size 1.
-
-    :param population: population whose recorded "v" is plotted
-    :param segment_id: neo segment to plot, -1 = the last one
-    :param ylim: y-axis limits
-    """
-    if len(population) != 1:
-        raise ValueError("Plotting is supported for populations of size 1.")
-    # results come in the neo format
-    mem_v = population.get_data("v").segments[segment_id].irregularlysampledsignals[0]
-    plt.plot(mem_v.times, mem_v, alpha=0.5)
-    print(f"Mean membrane potential: {mem_v.mean()}")
-    plt.xlabel("Wall clock time [ms]")
-    plt.ylabel("ADC readout [a.u.]")
-    if ylim:
-        plt.ylim(ylim)
 
 
 def experiment(filename, size=10, runtime=0.1, v_threshold=300):
@@ -107,16 +77,13 @@ def experiment(filename, size=10, runtime=0.1, v_threshold=300):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="out/tutorial", help="output folder for the PNG")
-    parser.add_argument("--neurons", type=int, default=10, help="number of neurons")
-    parser.add_argument("--runtime", type=float, default=0.1,
-                        help="runtime per neuron [ms hardware]")
-    parser.add_argument("--v-threshold", type=int, default=300,
-                        help="threshold_v_threshold (the notebook: 500, see above)")
-    args = parser.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    def options(parser):
+        parser.add_argument("--neurons", type=int, default=10, help="number of neurons")
+        parser.add_argument("--runtime", type=float, default=0.1,
+                            help="runtime per neuron [ms hardware]")
+        parser.add_argument("--v-threshold", type=int, default=300,
+                            help="threshold_v_threshold (the notebook: 500, see above)")
+    args, out = arguments(__doc__, argv, options)
     filename = out / "ts00_experiment3_fixed_pattern.png"
     experiment(filename, args.neurons, args.runtime, args.v_threshold)
     print(f"wrote {filename}")

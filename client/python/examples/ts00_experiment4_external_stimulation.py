@@ -19,44 +19,15 @@ calibration comes from ``pynn.helper``; the server is the one in
     /usr/bin/python3 client/python/examples/ts00_experiment4_external_stimulation.py --out out/tutorial
 """
 
-import argparse
-import sys
-from pathlib import Path
-
-import matplotlib
-matplotlib.use("Agg")  # files instead of a notebook
-import matplotlib.pyplot as plt
 import numpy as np
 
-try:  # not needed when hxemu is installed (pip install -e client/python)
-    import hxemu  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# matplotlib into files, hxemu importable from the checkout, the notebook's helper
+from tutorial_common import arguments, plot_membrane_dynamics, plt
 
 # --- tutorial code; only the import of the backend differs -------------------
 import hxemu.pynn as pynn
-from hxemu.pynn import Population
 from hxemu.pynn.standardmodels.cells import SpikeSourceArray
 from hxemu.pynn.standardmodels.synapses import StaticSynapse
-
-
-def plot_membrane_dynamics(population: Population, segment_id=-1, ylim=None):
-    """Plot the membrane trace of a population (or view) of size 1.
-
-    :param population: population whose recorded "v" is plotted
-    :param segment_id: neo segment to plot, -1 = the last one
-    :param ylim: y-axis limits
-    """
-    if len(population) != 1:
-        raise ValueError("Plotting is supported for populations of size 1.")
-    # results come in the neo format
-    mem_v = population.get_data("v").segments[segment_id].irregularlysampledsignals[0]
-    plt.plot(mem_v.times, mem_v, alpha=0.5)
-    print(f"Mean membrane potential: {mem_v.mean()}")
-    plt.xlabel("Wall clock time [ms]")
-    plt.ylabel("ADC readout [a.u.]")
-    if ylim:
-        plt.ylim(ylim)
 
 
 # the notebook loads the nightly calibration of its setup once, up front
@@ -126,15 +97,13 @@ def run_experiment(exc_weight: int, inh_weight: int, isi: float, filename=None,
 
 def main(argv=None):
     global calib  # pylint: disable=global-statement
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="out/tutorial", help="output folder for the PNGs")
-    parser.add_argument("--weights", type=int, nargs="+", default=[15, 31, 63],
-                        help="weights to sweep (excitatory and inhibitory alike)")
-    parser.add_argument("--isi", type=float, default=50,
-                        help="time between inputs [us hardware]")
-    args = parser.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+
+    def options(parser):
+        parser.add_argument("--weights", type=int, nargs="+", default=[15, 31, 63],
+                            help="weights to sweep (excitatory and inhibitory alike)")
+        parser.add_argument("--isi", type=float, default=50,
+                            help="time between inputs [us hardware]")
+    args, out = arguments(__doc__, argv, options)
     calib = pynn.helper.chip_from_nightly()
     print(f"calibration of chip {calib.chip_id}: {len(calib.circuits)} circuits, "
           f"{calib.num_failed} failed")

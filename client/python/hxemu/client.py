@@ -116,8 +116,8 @@ def merge_result_chunks(chunks: Iterable[service_pb2.ResultChunk]) -> experiment
 
     Traces with the same (population, neuron, observable) and spike trains
     with the same (population, neuron) are concatenated in stream order;
-    scalar fields and population labels are taken from the first chunk that
-    sets them.
+    CADC reads are appended in stream order; every other field (chip id,
+    runtime, population labels, CADC circuits, ...) comes from the first chunk.
     """
     merged = experiment_pb2.Result()
     traces = {}
@@ -125,12 +125,14 @@ def merge_result_chunks(chunks: Iterable[service_pb2.ResultChunk]) -> experiment
     have_header = False
     for chunk in chunks:
         part = chunk.result
-        if not have_header and (part.population_labels or part.runtime_ms
-                                or part.chip_id):
-            merged.chip_id = part.chip_id
-            merged.runtime_ms = part.runtime_ms
-            merged.population_labels.extend(part.population_labels)
+        if not have_header:
+            # The first chunk carries every field but the bulk lists.
+            merged.CopyFrom(part)
+            del merged.spike_trains[:]
+            del merged.traces[:]
+            del merged.cadc_reads[:]
             have_header = True
+        merged.cadc_reads.extend(part.cadc_reads)
         for train in part.spike_trains:
             key = (train.population, train.neuron)
             if key in trains:

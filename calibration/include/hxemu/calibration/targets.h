@@ -37,8 +37,9 @@ struct ResolvedTargets {
 // Fills in the calix defaults and checks the ranges. Errors:
 // INVALID_ARGUMENT naming the field and its range, e.g.
 // "targets.leak: 200 is out of range 50..160 [CADC LSB]"; UNIMPLEMENTED for
-// targets the emulator cannot honour (COBA calibration, a synapse DAC bias
-// other than 600: the emulator has no synapse DAC bias cell).
+// targets the emulator cannot honour (a synapse DAC bias other than 600: the
+// emulator has no synapse DAC bias cell). A COBA reference needs its
+// reversal potential; it defaults to the midpoint of leak and threshold.
 absl::StatusOr<ResolvedTargets> ResolveTargets(
     const hxemu::v1::CalibrationTargets& targets);
 

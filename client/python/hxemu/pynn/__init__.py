@@ -29,6 +29,8 @@ with _warnings.catch_warnings():
     from pyNN.recording import get_io
 
 from hxemu.pynn import helper, logger, simulator
+from hxemu.pynn.plasticity_rules import PlasticityRule, Timer  # noqa: F401
+from hxemu.pynn.statistics import BackendStatistics as _BackendStatistics
 from hxemu.pynn.simulator import SnippetWarning  # noqa: F401
 from hxemu.pynn.standardmodels import cells, synapses
 from hxemu.pynn.standardmodels.cells import (  # noqa: F401
@@ -296,3 +298,45 @@ connect = common.build_connect(Projection, FixedProbabilityConnector,
 set = common.set  # pylint: disable=redefined-builtin
 
 record = common.build_record(simulator)
+
+
+def _require_run(what: str):
+    if not simulator.state.running:
+        raise RuntimeError(f"{what} are only available after emulation on "
+                           "hardware. Call pynn.run(...).")
+
+
+def get_pre_realtime_read() -> dict:
+    """Results of the reads of ``InjectedReadout.pre_realtime`` (coordinate
+    -> container). hxemu accepts only an empty InjectedReadout (it has no
+    container access), so this is always an empty dict."""
+    return {}
+
+
+def get_post_realtime_read() -> dict:
+    """Results of the reads of ``InjectedReadout.post_realtime``; always
+    empty on hxemu (see :func:`get_pre_realtime_read`)."""
+    return {}
+
+
+def get_post_realtime_read_ppu_symbols() -> dict:
+    """Results of the PPU symbol reads of ``InjectedReadout.ppu_symbols``
+    after a run; always empty on hxemu (no PPU, and only an empty
+    InjectedReadout is accepted)."""
+    _require_run("Read PPU symbols")
+    return {}
+
+
+def get_backend_statistics() -> _BackendStatistics:
+    """Placement statistics of the last mapping (``run()`` or ``run(None,
+    RunCommand.PREPARE)``): populations, projections, placed neurons,
+    hardware synapses, usage fractions and the client's construction time,
+    with the ``get_*`` methods of grenade's NetworkGraphStatistics. Figures
+    that need the server's synapse-row routing (synapse drivers, routing
+    time) raise NotImplementedError."""
+    state = simulator.state
+    if state.last_experiment is None:
+        raise RuntimeError(
+            "Backend statistics are only available after first mapping and "
+            "routing execution, which happens in pynn.run().")
+    return _BackendStatistics.of(state.last_experiment, state.build_duration)

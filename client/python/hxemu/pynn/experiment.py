@@ -28,6 +28,28 @@ OBSERVABLES = {
 VARIABLES = {value: key for key, value in OBSERVABLES.items()}
 ANALOG_VARIABLES = ("v", "exc_synin", "inh_synin", "adaptation")
 
+#: period of record(..., device="cadc") reads [ms hardware] (1 us): the
+#: emulated CADC reads every placed membrane at once, at 0, 1, 2, ... us.
+#: (On the chip the PPU program reading the CADC sets the period.)
+CADC_PERIOD_MS = 1e-3
+#: the server's limit of CADC reads per job (docs/emulator-model.md,
+#: max_cadc_reads): with one read per CADC_PERIOD_MS, 100 ms runtime
+MAX_CADC_READS = 100_000
+
+
+def cadc_times(runtime_ms: float) -> np.ndarray:
+    """Read times [ms] of a CADC recording of ``runtime_ms``: every
+    CADC_PERIOD_MS from 0, all < runtime_ms."""
+    count = int(np.ceil(runtime_ms / CADC_PERIOD_MS - 1e-9))
+    if count > MAX_CADC_READS:
+        raise ValueError(
+            f'record(..., device="cadc"): a run of {runtime_ms:g} ms needs {count} '
+            f"CADC reads (one per {CADC_PERIOD_MS * 1e3:g} us), more than the "
+            f"{MAX_CADC_READS} per run hxemu allows; record at most "
+            f"{MAX_CADC_READS * CADC_PERIOD_MS:g} ms per run (or use the MADC)")
+    times = np.arange(count, dtype=np.float64) * CADC_PERIOD_MS
+    return times[times < runtime_ms]
+
 
 def ticks_to_ms(ticks) -> np.ndarray:
     """FPGA ticks -> ms (float64)."""
@@ -64,7 +86,7 @@ def _assign_circuits(state, experiment):
 NUM_NEURON_COLUMNS = 256
 
 
-def _circuits(experiment) -> Dict[int, list]:
+def placed_circuits(experiment) -> Dict[int, list]:
     """population index -> circuit of each neuron, as the server places them
     (explicit circuits, else the lowest free ones in creation order)."""
     used = {c for p in experiment.populations for c in p.circuits}
@@ -94,7 +116,7 @@ def check_madc(experiment) -> None:
     if len(analog) > 2:
         raise RuntimeError("MADC recording supports recording at most two neurons.")
     if len(analog) == 2:
-        circuits = _circuits(experiment)
+        circuits = placed_circuits(experiment)
         first, second = (circuits[p][n] for p, n in analog)
         if first == second:
             raise RuntimeError("MADC recording neurons are the same.")
@@ -154,7 +176,7 @@ def _apply_initial_config(state, experiment):
     for the others. And ``Population.get()`` of parameters the user did not
     set returns the calibrated values afterwards, the values the run uses
     (pynn_brainscales, too, knows them only after mapping)."""
-    circuits = _circuits(experiment)
+    circuits = placed_circuits(experiment)
     table = {info.name: info.default for info in
              _parameters.neuron_parameters().values()}
     entries = {c.circuit: {p.name: p.values[0] for p in c.parameters if p.values}
@@ -192,7 +214,7 @@ def _apply_calibrations(state, experiment):
                   if getattr(population.celltype, "calibrated_targets", False)]
     if not calibrated:
         return
-    circuits = _circuits(experiment)
+    circuits = placed_circuits(experiment)
     for index, population in calibrated:
         message = experiment.populations[index]
         placed = circuits[index]
@@ -250,7 +272,10 @@ def build_experiment(state, runtime_ms: float, seed: int,
                 getattr(population.celltype, "spikes_from_server", False)):
             continue  # spike arrays: their spikes are known on the host
         for variable in sorted(recorder.recorded, key=list(OBSERVABLES).index):
-            ids = recorder.recorded[variable]
+            # analog variables: only what the MADC records (the CADC reads
+            # every placed neuron anyway)
+            ids = recorder.madc_ids[variable] if variable in ANALOG_VARIABLES \
+                else recorder.recorded[variable]
             if not ids:
                 continue
             neurons = sorted(int(i) for i in population.id_to_index(list(ids)))
@@ -258,6 +283,8 @@ def build_experiment(state, runtime_ms: float, seed: int,
                                                 observable=OBSERVABLES[variable])
             if len(neurons) != population.size:
                 message.neurons.extend(neurons)
+    if np.isfinite(runtime_ms) and any(r.cadc_ids for r in state.recorders):
+        experiment.cadc.times_ms.extend(cadc_times(runtime_ms).tolist())
     check_madc(experiment)
     return experiment
 
@@ -285,10 +312,35 @@ class RunData:
     #: (population, neuron, variable) -> (times [ms], ADC codes), float32
     traces: Dict[Tuple[int, int, str], Tuple[np.ndarray, np.ndarray]]
     chip_id: int = 0
+    #: (population, neuron) -> (CADC read times [ms], 8-bit codes), float32,
+    #: for every placed HX neuron when the run read the CADC
+    cadc: Dict[Tuple[int, int], Tuple[np.ndarray, np.ndarray]] = \
+        dataclasses.field(default_factory=dict)
+
+    @staticmethod
+    def cadc_from_result(result: experiment_pb2.Result, experiment):
+        """(population, neuron) -> (times, codes) of the result's CADC reads;
+        the circuits are mapped back with the placement of ``experiment``."""
+        if not result.cadc_reads:
+            return {}
+        neuron_of = {circuit: (population, neuron)
+                     for population, circuits in placed_circuits(experiment).items()
+                     for neuron, circuit in enumerate(circuits)}
+        circuits = list(result.cadc_circuits)
+        if sorted(neuron_of) != circuits:
+            raise RuntimeError(
+                "hxemu server placed the neurons differently from the client "
+                f"(CADC circuits {circuits[:8]}..., client {sorted(neuron_of)[:8]}...)")
+        times = ticks_to_ms([read.time_ticks for read in result.cadc_reads]).astype(
+            np.float32)
+        codes = np.array([read.codes for read in result.cadc_reads],
+                         dtype=np.float32).reshape(len(times), len(circuits))
+        return {neuron_of[circuit]: (times, codes[:, column])
+                for column, circuit in enumerate(circuits)}
 
     @classmethod
     def from_result(cls, result: experiment_pb2.Result, state=None,
-                    runtime_ms: float = None) -> "RunData":
+                    runtime_ms: float = None, experiment=None) -> "RunData":
         spikes = {}
         for train in result.spike_trains:
             key = (train.population, train.neuron)
@@ -304,7 +356,9 @@ class RunData:
             traces[(trace.population, trace.neuron, variable)] = (times, codes)
         runtime = result.runtime_ms or runtime_ms
         data = cls(runtime_ms=runtime, spikes=spikes, traces=traces,
-                   chip_id=result.chip_id)
+                   chip_id=result.chip_id,
+                   cadc={} if experiment is None else
+                   cls.cadc_from_result(result, experiment))
         if state is not None:
             data._add_source_spikes(state, runtime_ms or runtime)
         return data
@@ -320,28 +374,34 @@ class RunData:
             spikes={k: v + offset_ms for k, v in self.spikes.items()},
             traces={k: ((t.astype(np.float64) + offset_ms).astype(np.float32), c)
                     for k, (t, c) in self.traces.items()},
-            chip_id=self.chip_id)
+            chip_id=self.chip_id,
+            cadc={k: ((t.astype(np.float64) + offset_ms).astype(np.float32), c)
+                  for k, (t, c) in self.cadc.items()})
 
     @classmethod
     def concatenate(cls, parts) -> "RunData":
         """Data of consecutive runs (already shifted to their t_start)."""
-        spikes, traces = {}, {}
+        spikes, traces, cadc = {}, {}, {}
         for part in parts:
             for key, times in part.spikes.items():
                 spikes[key] = np.concatenate([spikes[key], times]) if key in spikes \
                     else times
-            for key, (times, codes) in part.traces.items():
-                if key in traces:
-                    old_times, old_codes = traces[key]
-                    traces[key] = (np.concatenate([old_times, times]),
-                                   np.concatenate([old_codes, codes]))
-                else:
-                    traces[key] = (times, codes)
+            for joined, samples in ((traces, part.traces), (cadc, part.cadc)):
+                for key, (times, codes) in samples.items():
+                    if key in joined:
+                        old_times, old_codes = joined[key]
+                        joined[key] = (np.concatenate([old_times, times]),
+                                       np.concatenate([old_codes, codes]))
+                    else:
+                        joined[key] = (times, codes)
         return cls(runtime_ms=sum(p.runtime_ms for p in parts), spikes=spikes,
-                   traces=traces, chip_id=parts[0].chip_id if parts else 0)
+                   traces=traces, chip_id=parts[0].chip_id if parts else 0, cadc=cadc)
 
     def spike_times(self, population: int, neuron: int) -> np.ndarray:
         return self.spikes.get((population, neuron), np.zeros(0))
 
     def trace(self, population: int, neuron: int, variable: str):
         return self.traces.get((population, neuron, variable))
+
+    def cadc_trace(self, population: int, neuron: int):
+        return self.cadc.get((population, neuron))

@@ -8,7 +8,7 @@ from pyNN.parameters import ParameterSpace, simplify
 from pyNN.standardmodels import StandardCellType
 
 from hxemu.pynn import simulator
-from hxemu.pynn.recording import Recorder
+from hxemu.pynn.recording import DEVICES, Recorder
 
 #: neuron circuits (AtomicNeuronOnDLS) of one chip
 NUM_NEURON_CIRCUITS = 512
@@ -21,7 +21,10 @@ def _validate(celltype, name, value):
 
 
 class _RecordMixin:
-    """pynn_brainscales' record() signature: MADC recording only (for now)."""
+    """pynn_brainscales' record() signature: ``device="madc"`` (default: at
+    most two neurons, any analog variable) or ``device="cadc"`` (the
+    membrane "v" of any number of neurons, 8-bit codes every
+    :data:`hxemu.pynn.experiment.CADC_PERIOD_MS`)."""
 
     def record(self, variables, to_file=None, sampling_interval=None,
                locations=None, *, device="madc"):
@@ -30,10 +33,16 @@ class _RecordMixin:
         if locations is not None:
             raise NotImplementedError("Recording locations (multi-compartment "
                                       "neurons) are not supported by hxemu.")
-        if device != "madc":
+        if device not in DEVICES:
             raise ValueError(f'Device "{device}" is not supported by hxemu '
-                             '(supported: "madc")')
-        super().record(variables, to_file=to_file)
+                             f'(supported: {", ".join(map(repr, DEVICES))}; the '
+                             'analog pads of the chip are not emulated)')
+        recorder = self.recorder
+        recorder.device = device
+        try:
+            super().record(variables, to_file=to_file)
+        finally:
+            recorder.device = "madc"
 
 
 class Assembly(common.Assembly):

@@ -15,7 +15,7 @@ from pyNN.core import ezip
 from pyNN.space import Space
 
 from hxemu._proto import experiment_pb2
-from hxemu.pynn import simulator
+from hxemu.pynn import simulator, statistics
 from hxemu.pynn.standardmodels.synapses import SIGN_RULE_MESSAGE, StaticSynapse
 
 _RECEPTORS = {
@@ -107,6 +107,24 @@ class Projection(common.Projection):
             address = (connection.presynaptic_index, connection.postsynaptic_index)
             for name, value in values.items():
                 setattr(connection, name, value[address])
+
+    @property
+    def placed_connections(self):
+        """Per connection (in this projection's order): the hardware
+        synapses of the last mapping (``run()`` or ``run(None,
+        RunCommand.PREPARE)``), a list of
+        :class:`hxemu.pynn.statistics.PlacedSynapse` (hemisphere, column,
+        circuit, weight); a weight > 63 takes several synapses (123 -> 63 +
+        60), weight 0 none. The synapse row is not reported by hxemu's
+        server (pynn_brainscales gives SynapseOnDLS coordinates)."""
+        state = self._simulator.state
+        experiment = state.last_experiment
+        if experiment is None or self not in state.projections or \
+                state.projections.index(self) >= len(experiment.projections):
+            raise RuntimeError("Placed connections are only available after "
+                               "mapping, which happens in pynn.run() (or "
+                               "pynn.run(None, pynn.RunCommand.PREPARE)).")
+        return statistics.placed_connections(experiment, state.projections.index(self))
 
     def _set_initial_value_array(self, variable, initial_value):
         raise NotImplementedError("hxemu synapses have no state variables")

@@ -20,8 +20,22 @@ from hxemu.pynn import simulator
 from hxemu.pynn.experiment import ANALOG_VARIABLES
 
 
+#: analog recording devices: the fast ADC (MADC, 10 bit, at most two
+#: neurons) and the parallel column ADC (CADC, 8 bit, every placed neuron)
+DEVICES = ("madc", "cadc")
+
+
 class Recorder(pyNN.recording.Recorder):
     _simulator = simulator
+
+    def __init__(self, population, file=None):
+        super().__init__(population, file=file)
+        #: device of the record() call in progress (set by Population.record)
+        self.device = "madc"
+        #: cells whose "v" is read by the CADC
+        self.cadc_ids = set()
+        #: per analog variable: cells recorded by the MADC
+        self.madc_ids = {variable: set() for variable in ANALOG_VARIABLES}
 
     def record(self, variables, ids, sampling_interval=None):
         if sampling_interval is not None:
@@ -30,6 +44,13 @@ class Recorder(pyNN.recording.Recorder):
         for variable in variables:
             if not self.population.can_record(variable):
                 raise pyNN.errors.RecordingError(variable, self.population.celltype)
+        if self.device == "cadc":
+            unsupported = [v for v in variables if v in ANALOG_VARIABLES and v != "v"]
+            if unsupported:
+                raise NotImplementedError(
+                    f"CADC recording of {unsupported}: hxemu's CADC reads the "
+                    'membrane potential ("v") only; record the synaptic inputs '
+                    'and the adaptation with device="madc"')
         # one analog observable per neuron (a single MADC input per neuron)
         analog = [v for v in variables if v in ANALOG_VARIABLES]
         if len(set(analog)) > 1:
@@ -40,6 +61,14 @@ class Recorder(pyNN.recording.Recorder):
                 if other != analog[0] and ids & self.recorded.get(other, set()):
                     raise RuntimeError("Can only set 1 analog record type per neuron.")
         super().record(variables, ids, sampling_interval)
+        local = {i for i in ids if i.local}
+        for variable in variables:
+            if variable not in ANALOG_VARIABLES:
+                continue
+            if self.device == "cadc":
+                self.cadc_ids |= local
+            else:
+                self.madc_ids[variable] |= local
 
     def _record(self, variable, new_ids, sampling_interval=None):
         pass
@@ -62,16 +91,18 @@ class Recorder(pyNN.recording.Recorder):
     def _get_all_signals(self, variable, ids, clear=False):
         raise NotImplementedError("analog data are built by _get_current_segment")
 
-    def _analog_signals(self, variable, ids):
+    def _analog_signals(self, variable, ids, device="madc"):
         data = self._data()
         if data is None:
             return []
         index = self._population_index()
         units = self.population.find_units(variable)
         signals = []
-        for cell in sorted(ids):
+        wanted = self.madc_ids[variable] if device == "madc" else self.cadc_ids
+        for cell in sorted(set(ids) & wanted):
             neuron = int(self.population.id_to_index(int(cell)))
-            trace = data.trace(index, neuron, variable)
+            trace = data.trace(index, neuron, variable) if device == "madc" else \
+                data.cadc_trace(index, neuron)
             if trace is None:
                 continue
             times, codes = trace
@@ -81,7 +112,7 @@ class Recorder(pyNN.recording.Recorder):
                 units=units,
                 time_units=pq.ms,
                 name=variable,
-                device="madc",
+                device=device,
                 source_ids=[int(cell)],
                 source_locations=["unlabeled"],
                 source_population=self.population.label,
@@ -101,10 +132,12 @@ class Recorder(pyNN.recording.Recorder):
         for variable in ANALOG_VARIABLES:
             if variable not in wanted:
                 continue
-            for signal in self._analog_signals(
-                    variable, self.filter_recorded(variable, filter_ids)):
-                signal.segment = segment
-                segment.irregularlysampledsignals.append(signal)
+            # as pynn_brainscales: the MADC signals, then the CADC ones
+            for device in DEVICES if variable == "v" else ("madc",):
+                for signal in self._analog_signals(
+                        variable, self.filter_recorded(variable, filter_ids), device):
+                    signal.segment = segment
+                    segment.irregularlysampledsignals.append(signal)
         for train in segment.spiketrains:
             train.segment = segment
             # as pynn_brainscales (single-compartment neurons)
@@ -148,6 +181,10 @@ class Recorder(pyNN.recording.Recorder):
             del data.spikes[key]
         for key in [k for k in data.traces if k[0] == index]:
             del data.traces[key]
+        for key in [k for k in data.cadc if k[0] == index]:
+            del data.cadc[key]
 
     def _reset(self):
-        pass
+        # record(None): nothing recorded any more, by any device
+        self.cadc_ids = set()
+        self.madc_ids = {variable: set() for variable in ANALOG_VARIABLES}

@@ -9,6 +9,8 @@ recorders until the next :func:`reset`.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import time
 import warnings
 from typing import Dict, List, Optional, Tuple
 
@@ -19,7 +21,8 @@ from hxemu._proto import experiment_pb2
 from hxemu.client import Client, raise_for_job
 from hxemu.progress import wait_with_progress
 from hxemu.pynn import logger
-from hxemu.pynn.experiment import RunData, build_experiment, host_source_spikes
+from hxemu.pynn.experiment import (RunData, build_experiment, cadc_times,
+                                   host_source_spikes)
 
 name = "hxemu"  # annotates recorded data (Block.annotations["simulator"])
 
@@ -57,6 +60,10 @@ class Snippet:
         config = experiment_pb2.Experiment()
         config.CopyFrom(experiment)
         config.runtime_ms = 0
+        if config.cadc.times_ms:
+            # read times follow the runtime; whether the CADC reads is config
+            del config.cadc.times_ms[:]
+            config.cadc.times_ms.append(0.0)
         for index, population in enumerate(config.populations):
             population.ClearField("spike_source_array")
             if population.cell_type == experiment_pb2.CELL_TYPE_SPIKE_SOURCE_POISSON:
@@ -81,6 +88,9 @@ def merge_snippets(snippets: List[Snippet]) -> experiment_pb2.Experiment:
     merged = experiment_pb2.Experiment()
     merged.CopyFrom(first.experiment)
     merged.runtime_ms = total
+    if first.experiment.cadc.times_ms:
+        del merged.cadc.times_ms[:]
+        merged.cadc.times_ms.extend(cadc_times(total).tolist())
     for index, population in enumerate(merged.populations):
         if population.cell_type == experiment_pb2.CELL_TYPE_SPIKE_SOURCE_ARRAY:
             population.ClearField("spike_source_array")
@@ -156,7 +166,11 @@ class State(common.control.BaseState):
         self.id_counter = 0
         self.segment_counter = -1
         self.last_job = None
+        #: the experiment of the last run() / run(None, PREPARE) (for the
+        #: placement statistics)
         self.last_experiment = None
+        #: client time spent building last_experiment's snippets
+        self.build_duration = datetime.timedelta(0)
         self.reset()
 
     def reset(self):
@@ -167,6 +181,7 @@ class State(common.control.BaseState):
         self.segment_counter += 1
         self.data = None  # RunData of the current segment
         self.snippets: List[Snippet] = []  # appended, not yet executed
+        self._pending_build_s = 0.0  # client time building self.snippets [s]
 
     # -- connection -----------------------------------------------------------
 
@@ -254,9 +269,11 @@ class State(common.control.BaseState):
         """RunCommand.PREPARE: build the experiment of the current network
         (all client-side checks: placement, MADC limits, weights) without
         running it. hxemu needs no calibration, so nothing else happens."""
+        begin = time.perf_counter()
         experiment = build_experiment(self, np.inf, 0, t_start=self.t)
         experiment.runtime_ms = 0  # not known yet; spike sources: all times
         self.last_experiment = experiment
+        self.build_duration = datetime.timedelta(seconds=time.perf_counter() - begin)
 
     def add(self, runtime):
         """RunCommand.APPEND: snapshot the network for ``runtime`` ms."""
@@ -264,7 +281,9 @@ class State(common.control.BaseState):
         runtime = float(runtime)
         if not runtime > 0:
             raise ValueError(f"runtime must be > 0 ms, got {runtime:g}")
+        begin = time.perf_counter()
         self.snippets.append(Snippet.of(self, runtime, self.t))
+        self._pending_build_s += time.perf_counter() - begin
         self.t += runtime
 
     def run(self, simtime):
@@ -315,7 +334,7 @@ class State(common.control.BaseState):
                 source_spikes.update({k: np.concatenate([source_spikes[k], v])
                                       if k in source_spikes else v
                                       for k, v in snippet.source_spikes.items()})
-            data = RunData.from_result(result, None, runtime)
+            data = RunData.from_result(result, None, runtime, experiment=experiment)
             t_start = group[0].t_start
             # source spikes are absolute already; shift only the server's data
             shifted = data.shifted(t_start)
@@ -323,6 +342,8 @@ class State(common.control.BaseState):
             parts.append(shifted)
         self.data = parts[0] if len(parts) == 1 else RunData.concatenate(parts)
         self.snippets = []
+        self.build_duration = datetime.timedelta(seconds=self._pending_build_s)
+        self._pending_build_s = 0.0
         self.running = True
 
     def _run_experiment(self, experiment):

@@ -37,6 +37,8 @@
 // and TTL expiry happen on a housekeeping thread and, lazily, at the start of
 // most calls (so a test advancing a FakeClock sees them at its next call).
 //
+// Durability (Options::store): see job_store.h.
+//
 // Thread safety: all public methods may be called from any thread.
 #pragma once
 
@@ -56,6 +58,8 @@
 #include "hxemu/v1/experiment.pb.h"
 
 namespace hxemu::scheduler {
+
+class JobStore;  // job_store.h
 
 enum class JobState {
   kQueued,
@@ -211,6 +215,13 @@ struct Options {
   int64_t max_job_records = 1000000;
   // The time source; null = the wall clock. Tests pass a FakeClock.
   std::shared_ptr<const Clock> clock;
+  // Durable job state (job_store.h); null = in memory only. With a store the
+  // scheduler restores the stored jobs on construction (queued and running
+  // ones are queued again, in submission order), records every accepted job
+  // before Submit returns and every later state change, and a shutdown
+  // (Drain, destruction) leaves the queued and running jobs in the store, to
+  // run after the restart, instead of handing them back.
+  std::shared_ptr<JobStore> store;
 };
 
 // Per-job options of Submit.
@@ -246,6 +257,8 @@ class Scheduler {
   // stop (their cancel flag), waits for their runners and joins the workers.
   // On return every job is terminal and every done callback that was not
   // removed has run. No other call may be in progress or start meanwhile.
+  // With a store, these shutdown cancellations are not recorded: the store
+  // keeps the jobs queued/running, so they run after the restart.
   ~Scheduler();
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
@@ -291,6 +304,23 @@ class Scheduler {
   // it is running right now, this waits for it to return.
   bool RemoveDoneCallback(const std::string& job_id, uint64_t handle);
 
+  // Push notification for watchers (WatchJob): calls `on_change` whenever
+  // the job's view may have changed (its state, reason, queue position or
+  // progress), and once more when the job becomes terminal (the last call;
+  // the watcher is then removed). It only says "look again": calls are not
+  // queued per change, the watcher takes a Get() view when it suits it, so
+  // a slow watcher sees the latest view, not every step. It runs on a
+  // scheduler thread (a chip worker for progress), without the scheduler's
+  // lock held, and may call Get(); it must not block. Returns a handle for
+  // RemoveWatcher; NOT_FOUND for unknown ids (a terminal job: handle 0, no
+  // call).
+  absl::StatusOr<uint64_t> AddWatcher(const std::string& job_id,
+                                      std::function<void()> on_change);
+  // Stops the calls. A call already taken out may still run (concurrently,
+  // or just after this returns): keep what `on_change` touches alive by
+  // itself (e.g. a shared_ptr it owns).
+  void RemoveWatcher(const std::string& job_id, uint64_t handle);
+
   // Cancels a queued job (removed from the queue) or a running one (its
   // runner is asked to stop). Terminal jobs are left as they are. Returns the
   // view after the request; NOT_FOUND for unknown ids.
@@ -317,6 +347,9 @@ class Scheduler {
   // handed back (CANCELLED, Reason::kCancelledByShutdown), running jobs may
   // finish until `deadline` (wall clock), then they are asked to stop. Returns
   // once no job runs. Other calls keep working. Idempotent.
+  // With a store (Options::store), queued jobs are not handed back but stay
+  // queued (no job starts any more), and a running job stopped at `deadline`
+  // is queued again: both run after the restart.
   void Drain(absl::Time deadline);
 
   int num_chips() const;

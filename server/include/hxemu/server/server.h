@@ -61,6 +61,17 @@ struct ServerOptions {
   std::string calibration_cache_dir;
   // Circuits a calibration covers; empty = all 512 (tests use a few).
   std::vector<uint32_t> calibration_circuits;
+  // Durable job state (scheduler/job_store.h): every accepted job (before
+  // SubmitJob answers) and every state change and result is stored in this
+  // directory; a server started on the same directory restores them (queued
+  // and running jobs run again, finished ones keep state and result). Empty =
+  // in memory only: a restart forgets every job.
+  std::string state_dir;
+  // TLS: PEM files of the server's certificate chain and private key; both
+  // set = serve TLS only, both empty = insecure (plaintext). One without the
+  // other is INVALID_ARGUMENT.
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 // Reads a token file for ServerOptions::auth_tokens: one "TOKEN USER" pair

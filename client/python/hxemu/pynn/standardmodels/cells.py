@@ -38,6 +38,27 @@ def _is_plain_value(value) -> bool:
     return False
 
 
+#: pynn_brainscales' generic keys of every on-chip cell type (its
+#: NeuronCellType): which neuron observable a plasticity rule reads
+#: (lola ReadoutSource: 0 = membrane) and whether the rule reads it. hxemu
+#: has no PPU and no plasticity rules, so only the defaults are accepted.
+PLASTICITY_PARAMETERS = {
+    "plasticity_rule_readout_source": 0.0,
+    "plasticity_rule_enable_readout_source": False,
+}
+
+
+def check_plasticity_parameter(name: str, values):
+    """NotImplementedError for a non-default value of a plasticity key."""
+    default = PLASTICITY_PARAMETERS[name]
+    array = np.asarray(values)
+    if array.dtype == object or not np.all(array == default):
+        raise NotImplementedError(
+            f"HXNeuron parameter '{name}' = {values!r}: hxemu emulates no "
+            "plasticity processor (PPU), so plasticity rules cannot read a "
+            f"neuron observable; only the default {default!r} is supported")
+
+
 class HXNeuron(StandardCellType):
     """One neuron circuit configured by raw hardware parameters.
 
@@ -48,6 +69,7 @@ class HXNeuron(StandardCellType):
     """
 
     default_parameters = {name: _default_value(info) for name, info in _TABLE.items()}
+    default_parameters.update(PLASTICITY_PARAMETERS)
     translations = build_translations(*((name, name) for name in default_parameters))
     units = {name: "dimensionless" for name in default_parameters}
     units.update({"v": "dimensionless", "exc_synin": "dimensionless",
@@ -58,10 +80,17 @@ class HXNeuron(StandardCellType):
     injectable = False
     records_on_chip = True
 
-    def __init__(self, **parameters):
+    def __init__(self, plasticity_rule=None, **parameters):
+        if plasticity_rule is not None:
+            # pynn_brainscales' NeuronCellType argument; no PlasticityRule
+            # can exist on hxemu (its constructor raises)
+            raise NotImplementedError("HXNeuron(plasticity_rule=...): plasticity "
+                                      "rules are not supported by hxemu (no PPU)")
         for name, value in parameters.items():
             if name in _TABLE and _is_plain_value(value):
                 _TABLE[name].validate(value)
+            elif name in PLASTICITY_PARAMETERS and _is_plain_value(value):
+                check_plasticity_parameter(name, value)
         super().__init__(**parameters)
         #: parameters given by the user (they win over a calibration)
         self.explicit_parameters = frozenset(parameters)
@@ -79,7 +108,11 @@ class HXNeuron(StandardCellType):
 
     @staticmethod
     def validate_native(name: str, values) -> np.ndarray:
-        """Range-check evaluated values of ``name``; returns them as ints."""
+        """Range-check evaluated values of ``name``; returns them as ints
+        (the plasticity keys: NotImplementedError unless default)."""
+        if name in PLASTICITY_PARAMETERS:
+            check_plasticity_parameter(name, values)
+            return values
         info = _TABLE.get(name)
         return values if info is None else info.validate(values)
 
