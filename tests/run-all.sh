@@ -2,9 +2,10 @@
 # The test command: installs what is missing (Debian packages), checks the
 # C++ formatting, builds, then runs
 #   1. every C++ test under AddressSanitizer + UndefinedBehaviorSanitizer,
-#   2. the scheduler and emulator tests under ThreadSanitizer (Debian's gRPC
-#      and Abseil are not TSan-instrumented, so TSan cannot judge the server's
-#      gRPC threads; the scheduler wraps its locks so TSan sees them),
+#   2. the scheduler, job store, emulator and calibration tests under
+#      ThreadSanitizer (Debian's gRPC and Abseil are not TSan-instrumented,
+#      so TSan cannot judge the server's gRPC threads; the scheduler wraps
+#      its locks so TSan sees them),
 #   3. every C++ test (CTest: unit + integration) in the normal build,
 #   4. every Python test (pytest) against real servers on loopback.
 # Exits non-zero if anything fails.
@@ -27,9 +28,15 @@ echo "== TSan: scheduler and emulator tests"
 mkdir -p build-tsan
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DHXEMU_SANITIZE=thread -DHXEMU_BUILD_BENCHMARKS=OFF > build-tsan/configure.log
-cmake --build build-tsan --target scheduler_test emulator_test
+cmake --build build-tsan --target scheduler_test job_store_test emulator_test \
+  calibration_test calibration_server_test
 TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/scheduler_test --gtest_brief=1
+TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/job_store_test --gtest_brief=1
 TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/emulator_test --gtest_brief=1
+TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/calibration_test --gtest_brief=1
+# The calibration store without gRPC (its server tests need uninstrumented gRPC).
+TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/calibration_server_test \
+  --gtest_brief=1 --gtest_filter='CalibrationStoreTest.*'
 
 echo "== all C++ tests"
 ctest --test-dir build --output-on-failure -j "$(nproc)"

@@ -26,6 +26,14 @@ constexpr int32_t kUnset = INT32_MIN;
 
 absl::Status ValidateCalibration(const hxemu::v1::Calibration& cal,
                                  absl::string_view path) {
+  if (cal.targets().has_synapse_dac_bias()) {
+    const int32_t bias = cal.targets().synapse_dac_bias();
+    if (bias < 30 || bias > 1022) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ".targets.synapse_dac_bias: ", bias,
+                       " is out of range 30..1022 [CapMem LSB]"));
+    }
+  }
   std::set<uint32_t> seen;
   for (int i = 0; i < cal.circuits_size(); ++i) {
     const hxemu::v1::CircuitCalibration& cc = cal.circuits(i);
@@ -88,6 +96,13 @@ absl::StatusOr<hxemu::v1::Experiment> ApplyInitialConfig(
   hxemu::v1::Experiment out = experiment;
   out.clear_initial_config();
   if (!out.has_chip_id()) out.set_chip_id(cal.chip_id());
+  // The calibrated i_synin_gm hold under the bias they were matched at: the
+  // chip-global synapse DAC bias comes with the calibration unless the
+  // experiment sets its own.
+  if (!out.has_synapse_dac_bias() && cal.targets().has_synapse_dac_bias()) {
+    out.set_synapse_dac_bias(
+        static_cast<uint32_t>(cal.targets().synapse_dac_bias()));
+  }
   for (int p = 0;
        p < out.populations_size() && p < static_cast<int>(placement.size());
        ++p) {

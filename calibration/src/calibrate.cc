@@ -126,6 +126,28 @@ double CapacitanceScale(int32_t cap_code) {
   return (0.1 + cap_code * 2.2 / 63.0) / 2.3;
 }
 
+// Every measurement runs under the target synapse DAC bias (as calix sets
+// it before the neuron calibration), which scales the current per weight
+// LSB by bias / 600. Stimulus weights are scaled by the inverse so that the
+// responses keep their nominal size; exactly 1.0 at the default 600, so the
+// default calibration is unchanged.
+double DacBiasScale(const ResolvedTargets& t) {
+  return 600.0 / t.synapse_dac_bias;
+}
+
+// A stimulus weight `nominal` (for bias 600) under the target bias
+// [hardware LSB], >= 1. A low bias raises it at most to what one source
+// reaches one neuron with (64 rows of one PADI bus x 63), never below the
+// nominal weight (so bias 600 keeps exactly the nominal weight).
+int32_t BiasedWeight(double nominal, const ResolvedTargets& t) {
+  constexpr int64_t kMaxStimulusWeight =
+      int64_t{emulator::kSynapseRowsPerPadiBus} * emulator::kMaxSynapseWeight;
+  const int64_t unbiased = std::lround(nominal);
+  const int64_t biased = std::lround(nominal * DacBiasScale(t));
+  return static_cast<int32_t>(std::max<int64_t>(
+      1, std::min(biased, std::max(unbiased, kMaxStimulusWeight))));
+}
+
 using MeasureConfigs = std::function<absl::StatusOr<std::vector<double>>(
     Measurer&, const Configs&)>;
 
@@ -196,7 +218,7 @@ Calib TauSynCalib(const ResolvedTargets& t, bool excitatory) {
                                    : hxemu::v1::OBSERVABLE_INH_SYNIN;
   protocol.stimulus = {excitatory ? hxemu::v1::RECEPTOR_TYPE_EXCITATORY
                                   : hxemu::v1::RECEPTOR_TYPE_INHIBITORY,
-                       kTauSynWeight, kStimulusMs};
+                       BiasedWeight(kTauSynWeight, t), kStimulusMs};
   protocol.baseline_from_ms = kBaselineFromMs;
   protocol.fit_from_ms = kStimulusMs + 0.0001;
   protocol.fit_to_ms = kStimulusMs + 3.0 * target * 1e-3;
@@ -238,9 +260,8 @@ Calib TauMemCalib(const ResolvedTargets& t) {
   c.tolerance = kTauRelTolerance;
   c.relative = true;
   c.target_value = t.tau_mem_us;
-  const int32_t weight = std::max<int32_t>(
-      1, static_cast<int32_t>(std::lround(
-             kKickWeightAt63 * CapacitanceScale(t.membrane_capacitance))));
+  const int32_t weight = BiasedWeight(
+      kKickWeightAt63 * CapacitanceScale(t.membrane_capacitance), t);
   c.prepare = [](ParameterValues& v) {
     At(v, P::threshold_enable) = 0;
     At(v, P::excitatory_input_enable) = 1;
@@ -325,10 +346,10 @@ Calib ThresholdCalib(const ResolvedTargets& t, uint64_t seed) {
 int32_t StrengthWeight(const ResolvedTargets& t, bool excitatory) {
   const int32_t gm_target = excitatory ? t.i_synin_gm_exc : t.i_synin_gm_inh;
   const double tau_us = excitatory ? t.tau_syn_exc_us : t.tau_syn_inh_us;
-  return std::max<int32_t>(
-      1, static_cast<int32_t>(std::lround(
-             kStepWeightNominal * (500.0 / gm_target) * (10.0 / tau_us) *
-             CapacitanceScale(t.membrane_capacitance))));
+  return BiasedWeight(kStepWeightNominal * (500.0 / gm_target) *
+                          (10.0 / tau_us) *
+                          CapacitanceScale(t.membrane_capacitance),
+                      t);
 }
 
 Calib StrengthCalib(const ResolvedTargets& t, bool excitatory) {
@@ -417,7 +438,9 @@ class Calibrator {
         circuits_(std::move(circuits)),
         t_(t),
         options_(options),
-        measurer_(&chip, circuits_, options.seed) {}
+        measurer_(&chip, circuits_, options.seed) {
+    measurer_.set_synapse_dac_bias(t.synapse_dac_bias);
+  }
 
   absl::StatusOr<Calibration> Run();
 
@@ -957,6 +980,7 @@ absl::StatusOr<std::vector<CircuitMeasurement>> MeasureCircuits(
                      circuits.size(), " circuits"));
   }
   Measurer m(&chip, circuits, options.seed);
+  m.set_synapse_dac_bias(t.synapse_dac_bias);
   std::vector<CircuitMeasurement> out(circuits.size());
   struct Item {
     Quantity q;

@@ -56,6 +56,9 @@ Experiment Measurer::Build(absl::Span<const ParameterValues> configs,
   Experiment e;
   e.set_runtime_ms(runtime_ms);
   e.set_chip_id(chip_->id());
+  if (synapse_dac_bias_ != 600) {
+    e.set_synapse_dac_bias(static_cast<uint32_t>(synapse_dac_bias_));
+  }
   hxemu::v1::Population* pop = e.add_populations();
   pop->set_label("calibration");
   pop->set_size(static_cast<uint32_t>(subset.size()));

@@ -137,13 +137,6 @@ absl::StatusOr<ResolvedTargets> ResolveTargets(const CalibrationTargets& in) {
         Resolve({"e_coba_reference_inh", true, in.e_coba_reference_inh(), 0, 60,
                  160, kCadc, false}));
   }
-  // Valid, but not something this emulator can calibrate.
-  if (out.synapse_dac_bias != def.synapse_dac_bias) {
-    return absl::UnimplementedError(absl::StrCat(
-        "targets.synapse_dac_bias: ", out.synapse_dac_bias,
-        " is valid (30..1022) but the emulator has no synapse DAC bias cell; "
-        "only the default 600 is supported"));
-  }
   // calix: the COBA reference defaults to the midpoint of leak and
   // threshold.
   const double midpoint = 0.5 * (out.leak_cadc + out.threshold_cadc);

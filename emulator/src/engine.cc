@@ -162,10 +162,11 @@ double NonLinearD(const StiffConstants& sc, int k, double v, double w,
          sc.coba_inh[k] * ii * std::max(0.0, v - sc.e_inh_volt);
 }
 
-double KernelIntegral(double lambda, double mu, double h) {
+// exp_lambda_h = std::exp(-lambda * h) (computed once for both inputs).
+double KernelIntegral(double lambda, double mu, double h, double exp_lambda_h) {
   const double diff = lambda - mu;
-  if (std::abs(diff) * h < 1e-9) return h * std::exp(-lambda * h);
-  return std::exp(-lambda * h) * std::expm1(diff * h) / diff;
+  if (std::abs(diff) * h < 1e-9) return h * exp_lambda_h;
+  return exp_lambda_h * std::expm1(diff * h) / diff;
 }
 
 // One stiff step (the exponential upswing) of one slot, in double, by ETD2
@@ -199,15 +200,20 @@ std::pair<double, float> RefineStep(const StiffConstants& sc, int k,
     const double etd1 = x > 1e-6 ? decay / lam : h;
     const double etd2 =
         x > 1e-4 ? h * (std::expm1(-x) + x) / (x * x) : h * (0.5 - x / 6.0);
+    const double exp_lam_h = std::exp(-lam * h);
     const double ie_next = ie * std::exp(-sc.mu_exc_per_s * h);
-    const double ii_next = ii * std::exp(-sc.mu_inh_per_s * h);
-    const double v_lin = v + decay * (sc.v_inf_volt[k] - v) +
-                         sc.drift_volt_per_s[k] * h +
-                         KernelIntegral(lam, sc.mu_exc_per_s, h) *
-                             sc.exc_gain_volt_per_amp_s[k] * ie -
-                         KernelIntegral(lam, sc.mu_inh_per_s, h) *
-                             sc.inh_gain_volt_per_amp_s[k] * ii +
-                         noise_volt * (h / dt);
+    // A current that is exactly 0 stays 0 and adds exactly -0 G: skipped.
+    const double ii_next = ii == 0.0 ? ii : ii * std::exp(-sc.mu_inh_per_s * h);
+    const double inh_term =
+        ii == 0.0 ? 0.0
+                  : KernelIntegral(lam, sc.mu_inh_per_s, h, exp_lam_h) *
+                        sc.inh_gain_volt_per_amp_s[k] * ii;
+    double v_lin = v + decay * (sc.v_inf_volt[k] - v) +
+                   sc.drift_volt_per_s[k] * h +
+                   KernelIntegral(lam, sc.mu_exc_per_s, h, exp_lam_h) *
+                       sc.exc_gain_volt_per_amp_s[k] * ie;
+    if (ii != 0.0) v_lin = v_lin - inh_term;
+    v_lin = v_lin + noise_volt * (h / dt);
     const double alpha = sc.adapt_rate_per_s * h;
     const double q1 = -std::expm1(-alpha);
     const double q2 = alpha > 1e-4 ? (std::expm1(-alpha) + alpha) / alpha
@@ -239,8 +245,8 @@ std::pair<double, float> RefineStep(const StiffConstants& sc, int k,
 // in macro-step mode).
 // noise_scale: 1, or 0 in macro-step mode (the noise comes as one kick per
 // macro step, NoiseKick). kNoise = false: noise_scale is 0, the noise term
-// (+0 z) is skipped (the generators still advance, NoiseKick continues
-// their streams). kInh = false: no inhibitory synapse in the network
+// (+0 z) is skipped (the generators still advance: NoiseKick continues
+// their streams).
 // (NeuronConstants::inhibitory_input), I_inh stays +0 and its terms are
 // skipped (x - G 0 = x); kFull implies kInh.
 template <bool kNonLinear, bool kFull, bool kNoise, bool kInh>
@@ -434,11 +440,14 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
       const int i = ss.slot;
       const int32_t left = ss.refractory_left;
       const int k = left > reset_release[i] ? kReset : kFree;
-      const uint32_t r0 = random::XorShift32(ss.noise_state);
-      const uint32_t r1 = random::XorShift32(r0);
+      float noise_volt = 0.0f;
+      if constexpr (kNoise) {
+        const uint32_t r0 = random::XorShift32(ss.noise_state);
+        const uint32_t r1 = random::XorShift32(r0);
+        noise_volt = noise_scale * noise_step[i] * random::IrwinHall4(r0, r1);
+      }
       const auto [v_end, w_new] =
-          RefineStep(nc.stiff[i], k,
-                     noise_scale * noise_step[i] * random::IrwinHall4(r0, r1),
+          RefineStep(nc.stiff[i], k, noise_volt,
                      static_cast<double>(ss.v_volt) + ss.v_lo_volt, ss.w_amp,
                      ss.i_exc_amp, ss.i_inh_amp);
       const float v_new = static_cast<float>(v_end);
@@ -521,7 +530,8 @@ HXEMU_VECTOR_CLONES void NoiseKick(const NeuronConstants& nc, NeuronState& st,
 // that have any); the non-linear part is ETD2 over m ticks. Slots that do
 // not qualify keep their state and get fine[i] = 1 (they step tick by tick).
 // Vectorised like StepNeurons: no control flow per slot.
-template <bool kNonLinear, bool kFull>
+// kNonLinear, kFull, kInh: as for StepNeurons.
+template <bool kNonLinear, bool kFull, bool kInh>
 HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
                                     int m, const float* __restrict bins,
                                     const int* used, int num_used,
@@ -555,7 +565,7 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
       kr[i] = static_cast<float>(refractory[i] > m + reset_release[i]);
       acc_v[i] = 0.0f;
       acc_e[i] = i_exc[i] * de[i];
-      acc_i[i] = i_inh[i] * di[i];
+      if constexpr (kInh) acc_i[i] = i_inh[i] * di[i];
     }
   }
   // (b) Events at tick j act for the remaining m - j ticks.
@@ -574,10 +584,14 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
 #pragma GCC ivdep
 #endif
     for (int i = 0; i < n; ++i) {
-      acc_v[i] += Blend(kr[i], ge_r[i], ge_f[i]) * be[i] -
-                  Blend(kr[i], gi_r[i], gi_f[i]) * bi[i];
+      if constexpr (kInh) {
+        acc_v[i] += Blend(kr[i], ge_r[i], ge_f[i]) * be[i] -
+                    Blend(kr[i], gi_r[i], gi_f[i]) * bi[i];
+        acc_i[i] += di[i] * bi[i];
+      } else {
+        acc_v[i] += Blend(kr[i], ge_r[i], ge_f[i]) * be[i];
+      }
       acc_e[i] += de[i] * be[i];
-      acc_i[i] += di[i] * bi[i];
     }
   }
   // (c) The update, committed only where the macro step qualifies.
@@ -619,12 +633,13 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
                                (static_cast<int32_t>(left == 0) &
                                 static_cast<int32_t>(v_old <= v_guard[i])));
     const float ie = i_exc[i];
-    const float ii = i_inh[i];
-    const float inc_lin = Blend(reset, decay_r[i], decay_f[i]) *
-                              (Blend(reset, v_inf_r[i], v_inf_f[i]) - v_old) +
-                          Blend(reset, drift_r[i], drift_f[i]) +
-                          Blend(reset, ge_r[i], ge_f[i]) * ie -
-                          Blend(reset, gi_r[i], gi_f[i]) * ii + acc_v[i];
+    const float ii = kInh ? i_inh[i] : 0.0f;
+    float inc_lin = Blend(reset, decay_r[i], decay_f[i]) *
+                        (Blend(reset, v_inf_r[i], v_inf_f[i]) - v_old) +
+                    Blend(reset, drift_r[i], drift_f[i]) +
+                    Blend(reset, ge_r[i], ge_f[i]) * ie;
+    if constexpr (kInh) inc_lin = inc_lin - Blend(reset, gi_r[i], gi_f[i]) * ii;
+    inc_lin = inc_lin + acc_v[i];
     float inc = inc_lin;
     float w_new = adapt[i];
     if constexpr (kNonLinear) {
@@ -673,16 +688,18 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
     // Commit by exact 0/1 blends (a ?: of loads would be control flow).
     const float acc = static_cast<float>(accept);
     float ie_next = acc_e[i];
-    float ii_next = acc_i[i];
     ie_next = ie_next > model::kSynFlushAmp ? ie_next : 0.0f;
-    ii_next = ii_next > model::kSynFlushAmp ? ii_next : 0.0f;
     const float v_end = Blend(acc, v_new, v_old);
     v[i] = v_end;
     v_prev[i] = v_end;
     v_lo[i] = Blend(acc, lo_new, v_lo[i]);
     if constexpr (kFull) adapt[i] = Blend(acc, w_new, adapt[i]);
     i_exc[i] = Blend(acc, ie_next, ie);
-    i_inh[i] = Blend(acc, ii_next, ii);
+    if constexpr (kInh) {
+      float ii_next = acc_i[i];
+      ii_next = ii_next > model::kSynFlushAmp ? ii_next : 0.0f;
+      i_inh[i] = Blend(acc, ii_next, ii);
+    }
     const int32_t left_end = left > m ? left - m : 0;
     refractory[i] = left - accept * (left - left_end);
 
@@ -1082,15 +1099,27 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
     if (macro > 1) {
       NoiseKick(nc, st, m);
       const int num_used = static_cast<int>(used.size());
+      const float* b = bins.data();
+      const bool inh = nc.inhibitory_input;
       if (!nc.non_linear) {
-        CoarseStep<false, false>(nc, st, m, bins.data(), used.data(), num_used,
-                                 fine.data());
+        if (inh) {
+          CoarseStep<false, false, true>(nc, st, m, b, used.data(), num_used,
+                                         fine.data());
+        } else {
+          CoarseStep<false, false, false>(nc, st, m, b, used.data(), num_used,
+                                          fine.data());
+        }
       } else if (!nc.adapt_or_coba) {
-        CoarseStep<true, false>(nc, st, m, bins.data(), used.data(), num_used,
-                                fine.data());
+        if (inh) {
+          CoarseStep<true, false, true>(nc, st, m, b, used.data(), num_used,
+                                        fine.data());
+        } else {
+          CoarseStep<true, false, false>(nc, st, m, b, used.data(), num_used,
+                                         fine.data());
+        }
       } else {
-        CoarseStep<true, true>(nc, st, m, bins.data(), used.data(), num_used,
-                               fine.data());
+        CoarseStep<true, true, true>(nc, st, m, b, used.data(), num_used,
+                                     fine.data());
       }
       // Branch-free compaction (about a third of the slots are fine).
       fine_list.resize(n);
@@ -1128,9 +1157,9 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
             for (int q = 0; q < 2 * n; ++q) cur[q] += b[q];
           } else {
             const int* __restrict idx = pool.index.data();
-            for (int q = 0; q < k; ++q) {
-              cur[q] += b[idx[q]];
-              cur[k + q] += b[n + idx[q]];
+            for (int q = 0; q < k; ++q) cur[q] += b[idx[q]];
+            if (nc.inhibitory_input) {
+              for (int q = 0; q < k; ++q) cur[k + q] += b[n + idx[q]];
             }
           }
           if (conn.any_bypass) {
@@ -1219,10 +1248,15 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
     }
 
     // 5. Empty the bins of this macro step.
+    // (Only what delivery can have written: the inhibitory half if any
+    // synapse is inhibitory, the bypass flags if any target has bypass.)
+    const int bin_floats = nc.inhibitory_input ? 2 * n : n;
     for (int j : used) {
-      std::fill_n(bins.begin() + static_cast<ptrdiff_t>(j) * 2 * n, 2 * n,
+      std::fill_n(bins.begin() + static_cast<ptrdiff_t>(j) * 2 * n, bin_floats,
                   0.0f);
-      std::fill_n(forced_bins.begin() + static_cast<ptrdiff_t>(j) * n, n, 0);
+      if (conn.any_bypass) {
+        std::fill_n(forced_bins.begin() + static_cast<ptrdiff_t>(j) * n, n, 0);
+      }
       bin_used[j] = 0;
     }
     used.clear();

@@ -71,6 +71,12 @@ inline constexpr double kSynLargeCapacitanceFactor = 2.0;
 // Peak synaptic current per event: |weight| * i_bias_gm * this [A].
 // Weight 31, gm 500 on C = 2.3 pF, tau_mem = tau_syn = 10 us -> 19.8 mV PSP.
 inline constexpr double kSynAmpPerWeightGm = 0.8e-12;
+// Synapse DAC bias (Experiment.synapse_dac_bias) [CapMem LSB]: the synapse
+// DACs mirror this chip-global current, so the amplitude above scales with
+// bias / kSynapseDacBiasNominal (calix default 600, range 30..1022).
+inline constexpr int kSynapseDacBiasNominal = 600;
+inline constexpr int kSynapseDacBiasMin = 30;
+inline constexpr int kSynapseDacBiasMax = 1022;
 // Synaptic currents below this are flushed to zero (no denormals) [A].
 inline constexpr float kSynFlushAmp = 1e-15f;
 

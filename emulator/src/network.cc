@@ -736,6 +736,13 @@ absl::StatusOr<Network> LowerNetwork(const Experiment& e,
   std::vector<int64_t> fill(conn.row_begin.begin(), conn.row_begin.end() - 1);
   const uint64_t synapse_key =
       random::Hash(random::Key(random::Domain::kSynapseMismatch), chip_id);
+  // Every synapse DAC mirrors the chip-global synapse DAC bias current, so
+  // the current per weight LSB is linear in it. Exactly 1.0 when unset or
+  // nominal: the amplitudes are then bit-identical to the model without it.
+  const double dac_scale = e.has_synapse_dac_bias()
+                               ? static_cast<double>(e.synapse_dac_bias()) /
+                                     model::kSynapseDacBiasNominal
+                               : 1.0;
   for (int j = 0; j < e.projections_size(); ++j) {
     const hxemu::v1::Projection& proj = e.projections(j);
     const std::vector<int64_t>& syn = routing.synapse_begin[j];
@@ -767,7 +774,7 @@ absl::StatusOr<Network> LowerNetwork(const Experiment& e,
       const int64_t e_index = fill[pre]++;
       conn.target[e_index] = inhibitory ? post_slot + num_slots : post_slot;
       conn.amplitude_amp[e_index] =
-          static_cast<float>(weight_sum * in.amp_per_weight);
+          static_cast<float>(weight_sum * in.amp_per_weight * dac_scale);
     }
   }
 

@@ -20,6 +20,7 @@
 #include "absl/strings/string_view.h"
 #include "hxemu/emulator/chip_constants.h"
 #include "hxemu/emulator/parameters.h"
+#include "model_constants.h"
 #include "status_macros.h"
 
 namespace hxemu::emulator {
@@ -105,6 +106,7 @@ class Validator {
       mapped.spikes.push_back({pop, neuron});
     }
     HXEMU_RETURN_IF_ERROR(CheckRuntime());
+    HXEMU_RETURN_IF_ERROR(CheckSynapseDacBias());
     mapped.runtime_ticks = RuntimeTicks(e_.runtime_ms());
     HXEMU_RETURN_IF_ERROR(CheckCadc(mapped));
     if (!unimplemented_.ok()) return unimplemented_;
@@ -498,6 +500,18 @@ class Validator {
     if (!std::isfinite(t) || t <= 0.0 || t > max_ms) {
       return Invalid("runtime_ms: ", t, " is out of range (0, ", max_ms,
                      "] ms");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status CheckSynapseDacBias() {
+    if (!e_.has_synapse_dac_bias()) return absl::OkStatus();
+    const uint32_t bias = e_.synapse_dac_bias();
+    if (bias < static_cast<uint32_t>(model::kSynapseDacBiasMin) ||
+        bias > static_cast<uint32_t>(model::kSynapseDacBiasMax)) {
+      return Invalid("synapse_dac_bias: ", bias, " is out of range ",
+                     model::kSynapseDacBiasMin, "..", model::kSynapseDacBiasMax,
+                     " [CapMem LSB]");
     }
     return absl::OkStatus();
   }

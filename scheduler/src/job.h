@@ -90,9 +90,8 @@ struct Job {
   std::vector<std::pair<uint64_t, std::shared_ptr<const std::function<void()>>>>
       watchers;
 
-  // --- Shared with the runner ---
-  // Whether `watchers` is not empty: progress reports take the lock only
-  // then.
+  // Whether `watchers` is not empty (written under the scheduler's mutex,
+  // read by the runner): progress reports take the lock only then.
   std::atomic<bool> watched{false};
 
   // --- Shared with the runner ---

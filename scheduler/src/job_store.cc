@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -321,6 +322,16 @@ absl::StatusOr<std::unique_ptr<FileJobStore>> FileJobStore::Open(
   if (fd < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("state_dir: ", Errno("cannot open directory", dir)));
+  }
+  // One store per directory: two servers would overwrite each other's
+  // records. (Released when the process dies, also by SIGKILL.)
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const std::string error = errno == EWOULDBLOCK
+                                  ? "in use by another server (locked)"
+                                  : Errno("cannot lock", dir);
+    ::close(fd);
+    return absl::InvalidArgumentError(
+        absl::StrCat("state_dir: '", dir, "': ", error));
   }
   auto store = std::unique_ptr<FileJobStore>(new FileJobStore(dir, fd));
   // Writable? (A probe file, written the way every entry is.)

@@ -236,6 +236,17 @@ struct Scheduler::Impl {
       ABSL_LOCKS_EXCLUDED(mu_);
   bool RemoveDoneCallback(const std::string& job_id, uint64_t handle)
       ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<uint64_t> AddWatcher(const std::string& job_id,
+                                      std::function<void()> on_change)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  void RemoveWatcher(const std::string& job_id, uint64_t handle)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Queues a call of every watcher of `job` / of every job (a queue change
+  // moves every queued job) for FirePokes.
+  void PokeLocked(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PokeAllLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs the queued watcher calls; without the lock.
+  void FirePokes() ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<JobView> Cancel(const std::string& job_id)
       ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<std::shared_ptr<const hxemu::v1::Result>> GetResult(
@@ -253,8 +264,8 @@ struct Scheduler::Impl {
   // once the scheduler is stopping.
   std::shared_ptr<Job> NextJob(Chip& chip) ABSL_LOCKS_EXCLUDED(mu_);
   // Runs `job` on `chip`; turns exceptions into INTERNAL errors.
-  static absl::StatusOr<hxemu::v1::Result> RunJob(
-      Chip& chip, const std::shared_ptr<Job>& job);
+  absl::StatusOr<hxemu::v1::Result> RunJob(Chip& chip,
+                                           const std::shared_ptr<Job>& job);
   // Records the runner's outcome and makes the job terminal.
   void CompleteJob(Chip& chip, const std::shared_ptr<Job>& job,
                    absl::StatusOr<hxemu::v1::Result> outcome)
@@ -368,6 +379,14 @@ struct Scheduler::Impl {
   std::deque<std::shared_ptr<Job>> retained_ ABSL_GUARDED_BY(mu_);
   int64_t retained_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_callback_handle_ ABSL_GUARDED_BY(mu_) = 1;
+  // Jobs with watchers (PokeAllLocked).
+  absl::flat_hash_map<const Job*, std::shared_ptr<Job>> watched_
+      ABSL_GUARDED_BY(mu_);
+  // Watcher calls taken out under the lock, for FirePokes; `pokes_pending_`
+  // = not empty (lets FirePokes skip the lock).
+  std::vector<std::shared_ptr<const std::function<void()>>> pokes_
+      ABSL_GUARDED_BY(mu_);
+  std::atomic<bool> pokes_pending_{false};
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
 };
 
@@ -560,6 +579,7 @@ absl::StatusOr<Submitted> Scheduler::Impl::Submit(
       }
       queue_.Push(job, UsageLocked(job->user));
       WakeWorkerForLocked(*job);
+      PokeAllLocked();  // it may be ahead of others (round-robin)
     }
   }
   RunCallbacks(pending);
@@ -654,6 +674,73 @@ bool Scheduler::Impl::RemoveDoneCallback(const std::string& job_id,
     callbacks_done_cv_.Wait(&mu_);
   }
   return false;
+}
+
+absl::StatusOr<uint64_t> Scheduler::Impl::AddWatcher(
+    const std::string& job_id, std::function<void()> on_change) {
+  MutexLock lock(&mu_);
+  std::shared_ptr<Job> job = FindLocked(job_id);
+  if (job == nullptr) return UnknownJob(job_id);
+  if (IsTerminal(job->state)) return 0;
+  const uint64_t handle = next_callback_handle_++;
+  job->watchers.emplace_back(
+      handle,
+      std::make_shared<const std::function<void()>>(std::move(on_change)));
+  job->watched.store(true, std::memory_order_relaxed);
+  watched_.emplace(job.get(), job);
+  return handle;
+}
+
+void Scheduler::Impl::RemoveWatcher(const std::string& job_id,
+                                    uint64_t handle) {
+  MutexLock lock(&mu_);
+  std::shared_ptr<Job> job = FindLocked(job_id);
+  if (job == nullptr) return;
+  auto& watchers = job->watchers;
+  watchers.erase(std::remove_if(watchers.begin(), watchers.end(),
+                                [handle](const auto& entry) {
+                                  return entry.first == handle;
+                                }),
+                 watchers.end());
+  if (watchers.empty()) {
+    job->watched.store(false, std::memory_order_relaxed);
+    watched_.erase(job.get());
+  }
+}
+
+void Scheduler::Impl::PokeLocked(const Job& job) {
+  for (const auto& [handle, on_change] : job.watchers) {
+    pokes_.push_back(on_change);
+  }
+  if (!pokes_.empty()) pokes_pending_.store(true, std::memory_order_release);
+}
+
+void Scheduler::Impl::PokeAllLocked() {
+  for (const auto& [raw, job] : watched_) PokeLocked(*job);
+}
+
+void Scheduler::Impl::FirePokes() {
+  // A watcher may call Get(), which ends in FirePokes: the nested call
+  // leaves its pokes to this loop (so a watcher is never re-entered).
+  thread_local bool firing = false;
+  if (firing) return;
+  while (pokes_pending_.load(std::memory_order_acquire)) {
+    std::vector<std::shared_ptr<const std::function<void()>>> pokes;
+    {
+      MutexLock lock(&mu_);
+      pokes.swap(pokes_);
+      pokes_pending_.store(false, std::memory_order_relaxed);
+    }
+    // The same watcher may be in the list several times; one call is
+    // enough.
+    std::sort(pokes.begin(), pokes.end());
+    pokes.erase(std::unique(pokes.begin(), pokes.end()), pokes.end());
+    firing = true;
+    [&]() noexcept {
+      for (const auto& on_change : pokes) (*on_change)();
+    }();
+    firing = false;
+  }
 }
 
 absl::StatusOr<JobView> Scheduler::Impl::Cancel(const std::string& job_id) {
@@ -842,6 +929,7 @@ void Scheduler::Impl::WorkerLoop(Chip& chip) {
   for (;;) {
     std::shared_ptr<Job> job = NextJob(chip);
     if (job == nullptr) return;
+    FirePokes();  // its start
     CompleteJob(chip, job, RunJob(chip, job));
   }
 }
@@ -887,6 +975,7 @@ std::shared_ptr<Job> Scheduler::Impl::NextJob(Chip& chip) {
           job->start_time = clock_->Now();
           job->requeued = false;
           PersistLocked(*job);
+          PokeAllLocked();
           // It may not be the job this worker was woken for.
           WakeAnyWorkerLocked();
           return job;
@@ -907,8 +996,14 @@ absl::StatusOr<hxemu::v1::Result> Scheduler::Impl::RunJob(
       .experiment = *chip.current_experiment,
       .cancel_requested = job->cancel_requested,
       .report_progress =
-          [job](double done_ms) {
+          [this, job](double done_ms) {
             job->progress_ms.store(done_ms, std::memory_order_relaxed);
+            if (!job->watched.load(std::memory_order_relaxed)) return;
+            {
+              MutexLock lock(&mu_);
+              PokeLocked(*job);
+            }
+            FirePokes();
           },
       .reconfigure = chip.current_reconfigure,
   };
@@ -981,6 +1076,7 @@ void Scheduler::Impl::CompleteJob(Chip& chip, const std::shared_ptr<Job>& job,
       job->progress_ms.store(0, std::memory_order_relaxed);
       queue_.Push(job, UsageLocked(job->user));
       terminal_cv_.SignalAll();  // Drain waits for no job to run
+      PokeAllLocked();
     } else if (job->cancel_requested.load(std::memory_order_relaxed) &&
                absl::IsCancelled(outcome.status())) {
       FinishLocked(job,
@@ -1011,7 +1107,7 @@ void Scheduler::Impl::HousekeeperLoop() {
       MutexLock lock(&mu_);
       if (stopping_) return;
       SweepLocked(&pending);
-      if (pending.empty()) {
+      if (pending.empty() && pokes_.empty()) {
         const absl::Duration until_due =
             std::min(NextDueLocked() - clock_->Now(), kMaxHousekeeperSleep);
         housekeeper_cv_.WaitWithDeadline(&mu_, absl::Now() + until_due);
@@ -1321,6 +1417,11 @@ void Scheduler::Impl::FinishLocked(const std::shared_ptr<Job>& job,
   deadlines_.erase({job->deadline, job.get()});
   terminal_.push_back(job);
   terminal_cv_.SignalAll();
+  // The last call to its watchers; the others' queue positions moved.
+  PokeAllLocked();
+  job->watchers.clear();
+  job->watched.store(false, std::memory_order_relaxed);
+  watched_.erase(job.get());
   if (job->callbacks.empty()) return;
   PendingCallbacks entry{.job = job, .view = ViewLocked(*job), .callbacks = {}};
   entry.callbacks.reserve(job->callbacks.size());
@@ -1341,9 +1442,11 @@ void Scheduler::Impl::RequestCancelLocked(Job& job, Reason code,
   job.reason = Reason::kCancelRequested;
   job.cancel_requested.store(true, std::memory_order_relaxed);
   job.state_reason = RunningReason(*job.chip_id, /*cancel_requested=*/true);
+  PokeLocked(job);
 }
 
 void Scheduler::Impl::RunCallbacks(PendingList& pending) {
+  FirePokes();
   if (pending.empty()) return;
   // noexcept: a throwing callback terminates the process rather than leave
   // `firing` set (which would block RemoveDoneCallback forever).
@@ -1457,6 +1560,15 @@ absl::StatusOr<uint64_t> Scheduler::AddDoneCallback(
 
 bool Scheduler::RemoveDoneCallback(const std::string& job_id, uint64_t handle) {
   return impl_->RemoveDoneCallback(job_id, handle);
+}
+
+absl::StatusOr<uint64_t> Scheduler::AddWatcher(
+    const std::string& job_id, std::function<void()> on_change) {
+  return impl_->AddWatcher(job_id, std::move(on_change));
+}
+
+void Scheduler::RemoveWatcher(const std::string& job_id, uint64_t handle) {
+  impl_->RemoveWatcher(job_id, handle);
 }
 
 absl::StatusOr<JobView> Scheduler::Cancel(const std::string& job_id) {

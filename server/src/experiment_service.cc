@@ -1,7 +1,5 @@
 #include "experiment_service.h"
 
-#include <grpcpp/alarm.h>
-
 #include <algorithm>
 #include <functional>
 #include <optional>
@@ -250,37 +248,133 @@ class ResultWriter final
   size_t next_ = 0;
 };
 
-// WatchJob: polls the scheduler's view every kWatchPollInterval on a gRPC
-// alarm (never blocking a thread) and writes it whenever it changed; ends
-// after writing a terminal view, or when the call is cancelled.
-constexpr absl::Duration kWatchPollInterval = absl::Milliseconds(20);
-
+// WatchJob: pushed, not polled. The scheduler calls the watcher
+// (Scheduler::AddWatcher) whenever the job's view may have changed; the
+// reactor then takes the current view and writes it if it differs from the
+// last one written. One thread at a time is "busy" (taking a view or with a
+// write in flight); changes meanwhile only mark the stream dirty and are
+// coalesced into the next write (the client sees the latest view, never a
+// backlog). Views are taken without our lock held (Get may run watchers,
+// this one included). The stream ends after writing a terminal view, or
+// when the call is cancelled. No thread ever blocks.
 class WatchJobWriter final : public grpc::ServerWriteReactor<hxemu::v1::Job> {
  public:
-  WatchJobWriter(scheduler::Scheduler* scheduler, std::string job_id)
-      : scheduler_(scheduler), job_id_(std::move(job_id)) {
-    Step([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return PollLocked(); });
+  static WatchJobWriter* Start(scheduler::Scheduler* scheduler,
+                               std::string job_id) {
+    auto* reactor = new WatchJobWriter(scheduler, std::move(job_id));
+    std::shared_ptr<Shared> shared = reactor->shared_;
+    absl::StatusOr<uint64_t> handle =
+        scheduler->AddWatcher(reactor->job_id_, [shared] { shared->Poke(); });
+    {
+      absl::MutexLock lock(&shared->mu);
+      if (handle.ok()) shared->handle = *handle;
+    }
+    // The first view (also when the job is already terminal, or gone).
+    shared->Poke();
+    return reactor;
   }
 
   void OnWriteDone(bool ok) override {
-    Step([this, ok]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> Next {
-      if (!ok) return Cancelled("client went away");
-      if (IsTerminal(last_.state())) return grpc::Status::OK;
-      return ArmLocked();
-    });
+    Next finish;
+    bool pump = false;
+    {
+      absl::MutexLock lock(&shared_->mu);
+      if (!ok) {
+        finish = Cancelled("client went away");
+      } else if (IsTerminal(last_.state())) {
+        finish = grpc::Status::OK;
+      } else if (shared_->cancelled) {
+        finish = Cancelled("call cancelled");
+      } else if (shared_->dirty) {
+        pump = true;  // stays busy
+      }
+      if (!pump) shared_->busy = false;
+    }
+    if (pump) {
+      Pump();
+    } else if (finish.has_value()) {
+      shared_->FinishOnce(*finish);
+    }
   }
 
   void OnCancel() override {
-    absl::MutexLock lock(&mu_);
-    cancelled_ = true;
-    if (alarm_pending_) alarm_.Cancel();  // its callback finishes the call
+    bool finish = false;
+    {
+      absl::MutexLock lock(&shared_->mu);
+      shared_->cancelled = true;
+      finish = !shared_->busy;  // else the busy thread finishes
+    }
+    if (finish) shared_->FinishOnce(Cancelled("call cancelled"));
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    uint64_t handle;
+    {
+      absl::MutexLock lock(&shared_->mu);
+      shared_->reactor = nullptr;  // watcher calls from now on do nothing
+      handle = shared_->handle;
+    }
+    if (handle != 0) scheduler_->RemoveWatcher(job_id_, handle);
+    delete this;
+  }
 
  private:
-  // What a step decided: keep going (nullopt) or finish with a status.
   using Next = std::optional<grpc::Status>;
+
+  // Shared with the scheduler's watcher callback, which may run after the
+  // reactor is gone (then `reactor` is null). The reactor lives while
+  // `busy` or until Finish: OnDone comes only after Finish, which is called
+  // once, by the busy thread or when nobody is busy.
+  struct Shared {
+    absl::Mutex mu;
+    WatchJobWriter* reactor ABSL_GUARDED_BY(mu) = nullptr;
+    uint64_t handle ABSL_GUARDED_BY(mu) = 0;
+    bool busy ABSL_GUARDED_BY(mu) = false;       // taking a view / writing
+    bool dirty ABSL_GUARDED_BY(mu) = false;      // a change not yet looked at
+    bool cancelled ABSL_GUARDED_BY(mu) = false;  // OnCancel ran
+    bool finished ABSL_GUARDED_BY(mu) = false;   // Finish called
+
+    // The scheduler says the view may have changed.
+    void Poke() {
+      WatchJobWriter* pump = nullptr;
+      bool finish = false;
+      {
+        absl::MutexLock lock(&mu);
+        // Gone, or finished (a late call taken out before the last one):
+        // nothing may be written any more.
+        if (reactor == nullptr || finished) return;
+        dirty = true;
+        if (busy) return;  // the busy thread looks again
+        if (cancelled) {
+          finish = true;
+        } else {
+          busy = true;
+          pump = reactor;
+        }
+      }
+      if (finish) FinishOnce(Cancelled("call cancelled"));
+      if (pump != nullptr) pump->Pump();
+    }
+
+    void FinishOnce(const grpc::Status& status) {
+      WatchJobWriter* to_finish;
+      {
+        absl::MutexLock lock(&mu);
+        if (finished || reactor == nullptr) return;
+        finished = true;
+        to_finish = reactor;
+      }
+      to_finish->Finish(status);
+    }
+  };
+
+  WatchJobWriter(scheduler::Scheduler* scheduler, std::string job_id)
+      : scheduler_(scheduler),
+        job_id_(std::move(job_id)),
+        shared_(std::make_shared<Shared>()) {
+    absl::MutexLock lock(&shared_->mu);
+    shared_->reactor = this;
+  }
 
   static grpc::Status Cancelled(const char* why) {
     return grpc::Status(grpc::StatusCode::CANCELLED, why);
@@ -297,58 +391,44 @@ class WatchJobWriter final : public grpc::ServerWriteReactor<hxemu::v1::Job> {
            a.progress_ms() == b.progress_ms();
   }
 
-  // Runs `decide` under the lock and finishes the call outside it (after
-  // Finish, OnDone may delete this reactor at any moment: touch nothing).
-  template <typename Decide>
-  void Step(Decide decide) {
+  // Called by the thread that became busy: takes views until one differs
+  // from the last written (then writes it; OnWriteDone continues) or
+  // nothing changed meanwhile (then it is no longer busy).
+  void Pump() {
     Next finish;
-    {
-      absl::MutexLock lock(&mu_);
-      finish = decide();
-      if (finish.has_value()) {
-        if (finished_) return;
-        finished_ = true;
+    for (;;) {
+      {
+        absl::MutexLock lock(&shared_->mu);
+        shared_->dirty = false;
       }
+      absl::StatusOr<JobView> view = scheduler_->Get(job_id_);  // no lock
+      absl::MutexLock lock(&shared_->mu);
+      if (!view.ok()) {
+        finish = ToGrpcStatus(view.status());
+      } else if (shared_->cancelled) {
+        finish = Cancelled("call cancelled");
+      } else {
+        hxemu::v1::Job job = JobToProto(*view);
+        if (!written_any_ || !SameView(job, last_)) {
+          written_any_ = true;
+          last_ = std::move(job);
+          StartWrite(&last_);  // still busy
+          return;
+        }
+        if (shared_->dirty) continue;  // changed while we looked
+      }
+      shared_->busy = false;
+      break;
     }
-    if (finish.has_value()) Finish(*finish);
-  }
-
-  Next ArmLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (cancelled_) return Cancelled("call cancelled");
-    alarm_pending_ = true;
-    alarm_.Set(absl::ToChronoTime(absl::Now() + kWatchPollInterval),
-               [this](bool fired) {
-                 Step([this, fired]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-                   alarm_pending_ = false;
-                   if (!fired || cancelled_)
-                     return Next(Cancelled("call cancelled"));
-                   return PollLocked();
-                 });
-               });
-    return std::nullopt;
-  }
-
-  // Writes the current view if it changed (always the first time).
-  Next PollLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    absl::StatusOr<JobView> view = scheduler_->Get(job_id_);
-    if (!view.ok()) return ToGrpcStatus(view.status());
-    hxemu::v1::Job job = JobToProto(*view);
-    if (written_any_ && SameView(job, last_)) return ArmLocked();
-    written_any_ = true;
-    last_ = std::move(job);
-    StartWrite(&last_);
-    return std::nullopt;
+    if (finish.has_value()) shared_->FinishOnce(*finish);
   }
 
   scheduler::Scheduler* const scheduler_;
   const std::string job_id_;
-  absl::Mutex mu_;
-  grpc::Alarm alarm_;
-  hxemu::v1::Job last_ ABSL_GUARDED_BY(mu_);
-  bool written_any_ ABSL_GUARDED_BY(mu_) = false;
-  bool alarm_pending_ ABSL_GUARDED_BY(mu_) = false;
-  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  const std::shared_ptr<Shared> shared_;
+  // The view being written / written last; only touched by the busy thread.
+  hxemu::v1::Job last_;
+  bool written_any_ = false;
 };
 
 template <typename Message>
@@ -670,7 +750,7 @@ grpc::ServerWriteReactor<hxemu::v1::Job>* ExperimentService::WatchJob(
   if (!view.ok()) {
     return new ErrorWriter<hxemu::v1::Job>(view.status());
   }
-  return new WatchJobWriter(scheduler_, request->job_id());
+  return WatchJobWriter::Start(scheduler_, request->job_id());
 }
 
 grpc::ServerUnaryReactor* ExperimentService::CancelJob(

@@ -177,8 +177,11 @@ int main(int argc, char** argv) {
     std::cerr << "hxemu-server: metrics on port " << (*server)->metrics_port()
               << " (/metrics)\n";
   }
-  std::cerr << "hxemu-server: " << options.num_chips
-            << " emulated chip(s); SIGTERM to stop\n";
+  std::cerr << "hxemu-server: " << options.num_chips << " emulated chip(s), "
+            << (options.tls_cert_file.empty() ? "insecure" : "TLS") << ", "
+            << (options.state_dir.empty() ? std::string("jobs in memory only")
+                                          : "jobs kept in " + options.state_dir)
+            << "; SIGTERM to stop\n";
 
   int received = 0;
   sigwait(&signals, &received);

@@ -18,6 +18,7 @@
 // ratios.
 //
 // Usage: emulator_bench [--runtime_ms=2] [--brian_steps=200000] [--no_brian]
+//                       [--no_macro] [--no_noise] [--mixed]
 #include <sys/resource.h>
 #include <time.h>
 
@@ -44,6 +45,10 @@ namespace {
 
 bool g_no_macro = false;
 bool g_no_noise = false;
+// --mixed: a variant of the load (not the reference) with adaptation and
+// every 16th source inhibitory, to compare the full model paths' fingerprints
+// before and after a change.
+bool g_mixed = false;
 
 constexpr uint32_t kNeurons = 512;
 constexpr uint32_t kSources = 256;
@@ -84,6 +89,15 @@ hxemu::v1::Experiment ReferenceLoad(double runtime_ms) {
       {"excitatory_input_i_bias_gm", 2},
       {"constant_current_enable", 1}};
   for (const auto& [name, value] : params) SetParam(pop, name, value);
+  if (g_mixed) {
+    const std::pair<const char*, int32_t> mixed[] = {
+        {"adaptation_enable", 1},         {"adaptation_enable_pulse", 1},
+        {"adaptation_i_bias_a", 5},       {"adaptation_i_bias_b", 20},
+        {"adaptation_i_bias_tau", 400},   {"adaptation_v_ref", 600},
+        {"inhibitory_input_enable", 1},   {"inhibitory_input_i_bias_tau", 400},
+        {"inhibitory_input_i_bias_gm", 2}};
+    for (const auto& [name, value] : mixed) SetParam(pop, name, value);
+  }
   // I_e uniform in 0 .. 0.5 nA (code x 0.1 nA), per neuron.
   std::mt19937 rng(42);
   hxemu::v1::NeuronParameter* offset = pop->add_parameters();
@@ -103,11 +117,20 @@ hxemu::v1::Experiment ReferenceLoad(double runtime_ms) {
   proj->set_pre_population(1);
   proj->set_post_population(0);
   proj->set_receptor_type(hxemu::v1::RECEPTOR_TYPE_EXCITATORY);
+  hxemu::v1::Projection* inh = nullptr;
+  if (g_mixed) {
+    inh = e.add_projections();
+    inh->set_pre_population(1);
+    inh->set_post_population(0);
+    inh->set_receptor_type(hxemu::v1::RECEPTOR_TYPE_INHIBITORY);
+  }
   for (uint32_t i = 0; i < kSources; ++i) {
+    hxemu::v1::Projection* p = inh != nullptr && i % 16 == 15 ? inh : proj;
+    const int32_t sign = p == proj ? 1 : -1;
     for (uint32_t j = 0; j < kNeurons; ++j) {
-      proj->add_pre_indices(i);
-      proj->add_post_indices(j);
-      proj->add_weights(static_cast<int32_t>(1 + rng() % 12));
+      p->add_pre_indices(i);
+      p->add_post_indices(j);
+      p->add_weights(sign * static_cast<int32_t>(1 + rng() % 12));
     }
   }
   hxemu::v1::Recording* spikes = e.add_recordings();
@@ -246,20 +269,27 @@ int Main(int argc, char** argv) {
       g_no_macro = true;
     } else if (arg == "--no_noise") {
       g_no_noise = true;
+    } else if (arg == "--mixed") {
+      g_mixed = true;
     } else {
       std::fprintf(stderr,
                    "usage: %s [--runtime_ms=2] [--brian_steps=200000] "
-                   "[--no_brian]\n",
+                   "[--no_brian] [--no_macro] [--no_noise] [--mixed]\n",
                    argv[0]);
       return 2;
     }
   }
   const hxemu::v1::Experiment e = ReferenceLoad(runtime_ms);
+  int num_synapses = 0;
+  for (const hxemu::v1::Projection& p : e.projections()) {
+    num_synapses += p.weights_size();
+  }
   std::printf(
-      "reference load: %u AdEx neurons, %u Poisson sources x %.0f kHz, "
+      "%s: %u AdEx neurons, %u Poisson sources x %.0f kHz, "
       "%d synapses, %.2f ms hardware per chip\n",
-      kNeurons, kSources, kSourceRateHz / 1e3, e.projections(0).weights_size(),
-      runtime_ms);
+      g_mixed ? "mixed variant (adaptation, 1/16 inhibitory sources)"
+              : "reference load",
+      kNeurons, kSources, kSourceRateHz / 1e3, num_synapses, runtime_ms);
   const double steps_per_ms = kTicksPerMs;  // 8 ns steps
   double one_chip_ms_per_s = 0.0;
   double one_chip_ms_per_cpu_s = 0.0;

@@ -403,11 +403,16 @@ def test_usage_errors_exit_2(hxemu, tmp_path):
 
 
 def test_timeout_exits_7(hxemu, client):
+    # A job of seconds (2 s hardware, spikes only) outlives the 50 ms --timeout
+    # of the watch: the server pushes its first state at once, so a job that
+    # ended within the deadline would race it.
     experiment = read_experiment(EXAMPLES / "experiment1_silent_neuron.json")
+    experiment.runtime_ms = 2000.0
+    del experiment.recordings[0]
     job_id = client.submit(experiment).job_id
-    # a deadline that has passed before the call starts: no race with the job
-    done = hxemu("watch", job_id, "--timeout=1ns", check=EXIT_TIMEOUT)
+    done = hxemu("watch", job_id, "--timeout=50ms", check=EXIT_TIMEOUT)
     assert "DEADLINE_EXCEEDED" in done.stderr
+    client.cancel(job_id)
     client.wait(job_id, timeout=120)
 
 

@@ -293,12 +293,18 @@ TEST(TargetsTest, OutOfRangeNamesFieldAndRange) {
   }
 }
 
-TEST(TargetsTest, ValidButUnsupportedIsUnimplemented) {
-  hxemu::v1::CalibrationTargets in;
-  in.set_synapse_dac_bias(1000);
-  absl::Status s = ResolveTargets(in).status();
-  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(s.message(), HasSubstr("targets.synapse_dac_bias"));
+TEST(TargetsTest, SynapseDacBiasInRangeIsAccepted) {
+  for (int32_t bias : {30, 400, 1000, 1022}) {
+    hxemu::v1::CalibrationTargets in;
+    in.set_synapse_dac_bias(bias);
+    absl::StatusOr<ResolvedTargets> t = ResolveTargets(in);
+    ASSERT_TRUE(t.ok()) << t.status();
+    EXPECT_EQ(t->synapse_dac_bias, bias);
+  }
+  hxemu::v1::CalibrationTargets low;
+  low.set_synapse_dac_bias(29);
+  EXPECT_EQ(ResolveTargets(low).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(TargetsTest, CobaReferenceDefaultsToMidpointAndNeedsReversal) {
@@ -751,6 +757,68 @@ TEST(CalibrateTest, CobaReachesReversalPotentialsOrFailsHonestly) {
                  emulator::NeuronParameter::inhibitory_input_enable_coba_mode),
               1);
   }
+}
+
+TEST(CalibrateTest, SynapseDacBiasCalibratesAndReachesTheJob) {
+  // CalibHXNeuronCoba's defaults: bias 400, gm 180 / 250 (CUBA here: the
+  // COBA path is the emulator's slow one). Every measurement runs under the
+  // bias, with stimulus weights scaled by 600 / 400.
+  emulator::Chip chip(0);
+  hxemu::v1::CalibrationTargets targets;
+  targets.set_synapse_dac_bias(400);
+  targets.set_i_synin_gm_exc(180);
+  targets.set_i_synin_gm_inh(250);
+  CalibrationOptions options;
+  options.circuits = {8, 9};
+  absl::StatusOr<hxemu::v1::Calibration> cal =
+      Calibrate(chip, targets, options);
+  ASSERT_TRUE(cal.ok()) << cal.status();
+  EXPECT_EQ(cal->num_failed(), 0u) << cal->warning();
+  EXPECT_EQ(cal->targets().synapse_dac_bias(), 400);
+  // The same targets at the nominal bias: the test steps, whose weights
+  // are scaled by 600 / bias, come out the same size only if the runs
+  // really carry the bias (without it they would be 1.5x larger).
+  targets.clear_synapse_dac_bias();
+  absl::StatusOr<hxemu::v1::Calibration> nominal =
+      Calibrate(chip, targets, options);
+  ASSERT_TRUE(nominal.ok()) << nominal.status();
+  ASSERT_EQ(nominal->circuits_size(), cal->circuits_size());
+  for (int i = 0; i < cal->circuits_size(); ++i) {
+    const hxemu::v1::CircuitCalibration& cc = cal->circuits(i);
+    const hxemu::v1::CircuitMeasurement& at600 =
+        nominal->circuits(i).measured();
+    EXPECT_TRUE(cc.success());
+    EXPECT_GT(cc.measured().synin_exc(), 10.0);
+    EXPECT_NEAR(cc.measured().synin_exc() / at600.synin_exc(), 1.0, 0.1);
+    EXPECT_NEAR(cc.measured().synin_inh() / at600.synin_inh(), 1.0, 0.1);
+  }
+
+  // ApplyInitialConfig hands the bias to the job unless the experiment sets
+  // its own.
+  hxemu::v1::Experiment e;
+  hxemu::v1::Population* pop = e.add_populations();
+  pop->set_size(2);
+  pop->set_cell_type(hxemu::v1::CELL_TYPE_HX_NEURON);
+  pop->add_circuits(8);
+  pop->add_circuits(9);
+  e.set_runtime_ms(0.05);
+  *e.mutable_initial_config() = *cal;
+  absl::StatusOr<hxemu::v1::Experiment> out = ApplyInitialConfig(e);
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_TRUE(out->has_synapse_dac_bias());
+  EXPECT_EQ(out->synapse_dac_bias(), 400u);
+  e.set_synapse_dac_bias(700);
+  out = ApplyInitialConfig(e);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->synapse_dac_bias(), 700u);
+  // An out-of-range bias in a hand-made initial_config names the field.
+  e.clear_synapse_dac_bias();
+  e.mutable_initial_config()->mutable_targets()->set_synapse_dac_bias(20);
+  out = ApplyInitialConfig(e);
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(out.status().message(),
+              HasSubstr("initial_config.targets.synapse_dac_bias"));
+  EXPECT_THAT(out.status().message(), HasSubstr("30..1022"));
 }
 
 TEST(CalibrateTest, RejectsBadInputAndHonoursCancel) {

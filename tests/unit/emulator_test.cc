@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -1200,6 +1201,56 @@ TEST(SynapticInput, PspScalesWithWeight) {
   const double large = psp(40);
   EXPECT_GT(small, 2.0);
   EXPECT_NEAR(large / small, 4.0, 0.6);
+}
+
+// The synapse DAC bias (Experiment.synapse_dac_bias) scales the current per
+// weight LSB linearly: bias 900 gives 1.5x the nominal PSP, bias 300 half.
+Experiment PspWithBias(std::optional<uint32_t> bias) {
+  Experiment e;
+  AddNeurons(e, 1, PspNeuron());
+  AddSpikeSource(e, {0.05});
+  Connect(e, 1, 0, hxemu::v1::RECEPTOR_TYPE_EXCITATORY, {{0, 0, 20}});
+  Record(e, 0, hxemu::v1::OBSERVABLE_V);
+  e.set_runtime_ms(0.1);
+  if (bias) e.set_synapse_dac_bias(*bias);
+  return e;
+}
+
+TEST(SynapticInput, SynapseDacBiasScalesPsp) {
+  auto psp = [](std::optional<uint32_t> bias) {
+    const Trace t = MustRun(PspWithBias(bias)).traces(0);
+    return MeanBetween(t, 55, 70) - MeanBetween(t, 10, 49);
+  };
+  const double nominal = psp(std::nullopt);
+  const double low = psp(300);
+  const double high = psp(900);
+  EXPECT_GT(low, 2.0);
+  EXPECT_GT(high, nominal);
+  EXPECT_GT(nominal, low);
+  EXPECT_NEAR(high / nominal, 1.5, 0.2);
+  EXPECT_NEAR(low / nominal, 0.5, 0.1);
+}
+
+TEST(SynapticInput, NominalSynapseDacBiasIsBitIdenticalToUnset) {
+  const Result unset = MustRun(PspWithBias(std::nullopt));
+  const Result nominal = MustRun(PspWithBias(600));
+  ASSERT_EQ(unset.traces_size(), 1);
+  EXPECT_EQ(unset.SerializeAsString(), nominal.SerializeAsString());
+  EXPECT_NE(unset.SerializeAsString(),
+            MustRun(PspWithBias(601)).SerializeAsString());
+}
+
+TEST(Validation, SynapseDacBiasMustBeInRange) {
+  for (uint32_t bias : {0u, 29u, 1023u, 4000000000u}) {
+    Experiment e = ValidBase();
+    e.set_synapse_dac_bias(bias);
+    ExpectInvalid(e, {"synapse_dac_bias", "30..1022"});
+  }
+  for (uint32_t bias : {30u, 600u, 1022u}) {
+    Experiment e = ValidBase();
+    e.set_synapse_dac_bias(bias);
+    EXPECT_TRUE(ValidateExperiment(e, {}).ok()) << bias;
+  }
 }
 
 TEST(SynapticInput, DisabledInputHasNoEffect) {

@@ -178,6 +178,15 @@ TEST(FileJobStoreTest, OpenRejectsAnUnusableDirectory) {
   EXPECT_EQ(FileJobStore::Open("").status().code(),
             absl::StatusCode::kInvalidArgument);
   // A missing directory (and parent) is created.
+  auto created = FileJobStore::Open(dir.path() + "/a/b");
+  ASSERT_TRUE(created.ok()) << created.status();
+  // While open, nobody else may use it.
+  absl::StatusOr<std::unique_ptr<FileJobStore>> second =
+      FileJobStore::Open(dir.path() + "/a/b");
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(second.status().message()),
+              HasSubstr("in use by another server"));
+  created->reset();
   EXPECT_TRUE(FileJobStore::Open(dir.path() + "/a/b").ok());
 }
 

@@ -742,6 +742,106 @@ TEST(Scheduler, ProgressIsVisibleWhileRunning) {
   EXPECT_EQ(WaitTerminal(*scheduler, a).progress_ms, kRuntimeMs);
 }
 
+// Records the views a watcher sees (it takes a Get() view per call, as
+// WatchJob does).
+class WatchRecorder {
+ public:
+  std::function<void()> Callback(Scheduler& scheduler, std::string id) {
+    return [this, &scheduler, id] {
+      absl::StatusOr<JobView> view = scheduler.Get(id);
+      std::lock_guard<std::mutex> lock(mu_);
+      if (view.ok()) views_.push_back(*view);
+      cv_.notify_all();
+    };
+  }
+  // Blocks until a view satisfies `pred`; false on timeout.
+  template <typename Pred>
+  bool AwaitView(Pred pred) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, absl::ToChronoNanoseconds(kTimeout), [&] {
+      return std::any_of(views_.begin(), views_.end(), pred);
+    });
+  }
+  std::vector<JobView> views() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return views_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<JobView> views_;  // guarded by mu_
+};
+
+TEST(Scheduler, WatchersArePushedProgressStateChangesAndTheEnd) {
+  Gate gate;
+  auto scheduler = MakeScheduler(gate, {0});
+  const std::string a = Submit(*scheduler, 1);
+  ASSERT_TRUE(gate.AwaitStart(1).has_value());
+  const std::string b = Submit(*scheduler, 2);
+  WatchRecorder watch_a, watch_b;
+  ASSERT_TRUE(scheduler->AddWatcher(a, watch_a.Callback(*scheduler, a)).ok());
+  absl::StatusOr<uint64_t> handle_b =
+      scheduler->AddWatcher(b, watch_b.Callback(*scheduler, b));
+  ASSERT_TRUE(handle_b.ok()) << handle_b.status();
+  EXPECT_NE(*handle_b, 0u);
+
+  // Progress reaches the watcher before the runner's report returns.
+  ASSERT_TRUE(gate.ReportProgress(1, 2.5));
+  ASSERT_FALSE(watch_a.views().empty());
+  EXPECT_EQ(watch_a.views().back().progress_ms, 2.5);
+  EXPECT_TRUE(watch_b.views().empty());  // b's view did not change
+
+  // a ends: its watcher gets the terminal view; b starts: its watcher sees.
+  gate.Release(1);
+  ASSERT_TRUE(watch_a.AwaitView(
+      [](const JobView& v) { return v.state == JobState::kSucceeded; }));
+  ASSERT_TRUE(watch_b.AwaitView(
+      [](const JobView& v) { return v.state == JobState::kRunning; }));
+  // A cancel request changes b's reason: pushed too.
+  ASSERT_TRUE(scheduler->Cancel(b).ok());
+  ASSERT_TRUE(watch_b.AwaitView(
+      [](const JobView& v) { return v.reason == Reason::kCancelRequested; }));
+  ASSERT_TRUE(watch_b.AwaitView(
+      [](const JobView& v) { return v.state == JobState::kCancelled; }));
+  EXPECT_EQ(WaitTerminal(*scheduler, b).state, JobState::kCancelled);
+
+  // The terminal call is the last one.
+  const std::vector<JobView> seen_a = watch_a.views();
+  ASSERT_TRUE(gate.AwaitStarts(2));
+  const std::string c = Submit(*scheduler, 3);
+  gate.Release(3);
+  EXPECT_EQ(WaitTerminal(*scheduler, c).state, JobState::kSucceeded);
+  EXPECT_EQ(watch_a.views().size(), seen_a.size());
+  EXPECT_EQ(seen_a.back().state, JobState::kSucceeded);
+
+  // A terminal job gets handle 0 and no call; unknown ids NOT_FOUND.
+  WatchRecorder late;
+  absl::StatusOr<uint64_t> none =
+      scheduler->AddWatcher(a, late.Callback(*scheduler, a));
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(*none, 0u);
+  EXPECT_EQ(scheduler->AddWatcher("nope", [] {}).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(late.views().empty());
+}
+
+TEST(Scheduler, RemovedWatcherIsNotCalledForLaterChanges) {
+  Gate gate;
+  auto scheduler = MakeScheduler(gate, {0});
+  const std::string a = Submit(*scheduler, 1);
+  ASSERT_TRUE(gate.AwaitStart(1).has_value());
+  WatchRecorder watch;
+  absl::StatusOr<uint64_t> handle =
+      scheduler->AddWatcher(a, watch.Callback(*scheduler, a));
+  ASSERT_TRUE(handle.ok());
+  scheduler->RemoveWatcher(a, *handle);
+  ASSERT_TRUE(gate.ReportProgress(1, 1.0));
+  gate.Release(1);
+  EXPECT_EQ(WaitTerminal(*scheduler, a).state, JobState::kSucceeded);
+  EXPECT_TRUE(watch.views().empty());
+}
+
 TEST(Scheduler, GetResultReturnsTheRunnersResult) {
   Gate gate;
   auto scheduler = MakeScheduler(gate, {0});

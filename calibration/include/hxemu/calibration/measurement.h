@@ -95,6 +95,10 @@ class Measurer {
   Measurer(emulator::Chip* chip, std::vector<uint32_t> circuits, uint64_t seed);
 
   const std::vector<uint32_t>& circuits() const { return circuits_; }
+  // Synapse DAC bias of every run [CapMem LSB], 30..1022 (checked by
+  // ResolveTargets); 600 (the default) leaves Experiment.synapse_dac_bias
+  // unset.
+  void set_synapse_dac_bias(int32_t bias) { synapse_dac_bias_ = bias; }
   // Experiments run so far.
   int64_t runs() const { return runs_; }
 
@@ -156,6 +160,7 @@ class Measurer {
   std::vector<uint32_t> circuits_;
   uint64_t next_seed_;
   int64_t runs_ = 0;
+  int32_t synapse_dac_bias_ = 600;
 };
 
 // Standard deviation and mean of finite values (NaN if fewer than 2).

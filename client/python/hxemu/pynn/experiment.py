@@ -215,6 +215,7 @@ def _apply_calibrations(state, experiment):
     if not calibrated:
         return
     circuits = placed_circuits(experiment)
+    biases = {}  # synapse_dac_bias -> label of a population that wants it
     for index, population in calibrated:
         message = experiment.populations[index]
         placed = circuits[index]
@@ -223,6 +224,9 @@ def _apply_calibrations(state, experiment):
         del message.circuits[:]
         message.circuits.extend(placed)
         targets = neuron_targets(state, population)
+        for target in targets:
+            biases.setdefault(int(round(target["synapse_dac_bias"])),
+                              population.label)
         per_neuron = []
         for neuron, circuit in enumerate(placed):
             calibration = state.calibration(targets_message(targets[neuron]))
@@ -243,6 +247,14 @@ def _apply_calibrations(state, experiment):
             parameter.values.extend(values[:1] if len(set(values)) == 1 else values)
         population.celltype._calib_target = targets  # pylint: disable=protected-access
         population.celltype._calib_hwparams = per_neuron  # pylint: disable=protected-access
+    # The synapse DAC bias is one analog cell for the whole chip: the run
+    # carries the bias the calibrations matched i_synin_gm at.
+    if len(biases) > 1:
+        raise ValueError(
+            "synapse_dac_bias is one setting per chip, but the calibrated "
+            "populations ask for " + ", ".join(
+                f"{bias} ({label!r})" for bias, label in sorted(biases.items())))
+    experiment.synapse_dac_bias = next(iter(biases))
 
 
 def build_experiment(state, runtime_ms: float, seed: int,

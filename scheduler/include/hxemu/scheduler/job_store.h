@@ -16,8 +16,10 @@
 // the experiment (written once at submission, dropped when the job ends) and
 // the result (written once when the job succeeded, dropped when evicted).
 //
-// Not thread-safe: the scheduler serializes its calls (under its mutex, or
-// for a job's payloads before the job is published / by the job's worker).
+// Thread safety: implementations must allow concurrent calls for different
+// entries (the scheduler writes records under its mutex, but a new job's
+// experiment before taking it and a result on the chip's worker thread); the
+// scheduler never writes the same entry from two threads at once.
 #pragma once
 
 #include <cstdint>

@@ -313,7 +313,9 @@ class Scheduler {
   // scheduler thread (a chip worker for progress), without the scheduler's
   // lock held, and may call Get(); it must not block. Returns a handle for
   // RemoveWatcher; NOT_FOUND for unknown ids (a terminal job: handle 0, no
-  // call).
+  // call). Cost: every queue change calls every watcher of a queued job
+  // (their positions moved). Remove watchers before destroying the
+  // scheduler (its shutdown makes jobs terminal, which calls them).
   absl::StatusOr<uint64_t> AddWatcher(const std::string& job_id,
                                       std::function<void()> on_change);
   // Stops the calls. A call already taken out may still run (concurrently,
