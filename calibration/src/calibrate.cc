@@ -106,6 +106,12 @@ constexpr int32_t kCobaStartBias = 300;
 // A step smaller than this means "no input": the start lies beyond the
 // reversal potential [CADC LSB].
 constexpr double kCobaQuietLsb = 1.0;
+// Highest excitatory reversal potential that is calibrated as asked [CADC
+// LSB]: every circuit reaches it within 3 LSB (v_rev_coba 1022 gives ~190
+// LSB, less with mismatch; at 175 a few circuits miss). calix's rule
+// (ccalix neuron_calib_target.h): a target beyond it is calibrated at this
+// lower value.
+constexpr double kCobaMaxReversalExcCadc = 170.0;
 
 // ---- Success tolerances ----------------------------------------------------
 constexpr double kCobaReversalToleranceCadc = 3.0;
@@ -668,8 +674,22 @@ absl::Status Calibrator::CalibrateCoba(bool excitatory) {
   const std::optional<double> e_target =
       excitatory ? t_.e_coba_reversal_exc : t_.e_coba_reversal_inh;
   if (!e_target) return absl::OkStatus();
-  const double reference =
+  // calix: beyond the CADC / leak range the reversal potential is
+  // calibrated at a lower value (the excitatory one only: the inhibitory
+  // range reaches down to the CADC's floor).
+  const double e_cal =
+      excitatory ? std::min(*e_target, kCobaMaxReversalExcCadc) : *e_target;
+  // The reference keeps its relative position between the leak and the
+  // reversal potential (linear interpolation): matched at the requested
+  // reference, a lowered reversal would lie too close to it for any
+  // i_bias_coba to give the CUBA step there.
+  const double requested_reference =
       excitatory ? *t_.e_coba_reference_exc : *t_.e_coba_reference_inh;
+  const double reference =
+      e_cal == *e_target ? requested_reference
+                         : t_.leak_cadc + (requested_reference - t_.leak_cadc) *
+                                              (e_cal - t_.leak_cadc) /
+                                              (*e_target - t_.leak_cadc);
   const P mode = excitatory ? P::excitatory_input_enable_coba_mode
                             : P::inhibitory_input_enable_coba_mode;
   const P v_rev = excitatory ? P::excitatory_input_v_rev_coba
@@ -683,10 +703,10 @@ absl::Status Calibrator::CalibrateCoba(bool excitatory) {
   // the CADC's reliable range.
   double lo, hi;
   if (excitatory) {
-    hi = std::clamp(*e_target - 25.0, 90.0, 200.0);
+    hi = std::clamp(e_cal - 25.0, 90.0, 200.0);
     lo = hi - 60.0;
   } else {
-    lo = std::clamp(*e_target + 25.0, 30.0, 140.0);
+    lo = std::clamp(e_cal + 25.0, 30.0, 140.0);
     hi = lo + 60.0;
   }
   // Leak codes that put the membranes there (leak searches; the searches
@@ -767,7 +787,7 @@ absl::Status Calibrator::CalibrateCoba(bool excitatory) {
     return line.e;
   };
   CAL_ASSIGN_OR_RETURN(const Outcome o_rev,
-                       SearchAll(rev, std::vector<double>(n, *e_target)));
+                       SearchAll(rev, std::vector<double>(n, e_cal)));
   Record(rev.target, o_rev,
          excitatory ? &CircuitMeasurement::set_e_coba_reversal_exc
                     : &CircuitMeasurement::set_e_coba_reversal_inh);

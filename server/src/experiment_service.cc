@@ -486,18 +486,13 @@ uint64_t ConfigKey(const hxemu::v1::Experiment& experiment) {
   for (const hxemu::v1::Projection& projection : experiment.projections()) {
     projection.AppendToString(&bytes);
   }
-  // The calibration applied before the run (experiment field
-  // "initial_config", when this build's proto has it).
-  const google::protobuf::FieldDescriptor* initial_config =
-      experiment.GetDescriptor()->FindFieldByName("initial_config");
-  if (initial_config != nullptr &&
-      initial_config->type() ==
-          google::protobuf::FieldDescriptor::TYPE_MESSAGE &&
-      !initial_config->is_repeated() &&
-      experiment.GetReflection()->HasField(experiment, initial_config)) {
-    experiment.GetReflection()
-        ->GetMessage(experiment, initial_config)
-        .AppendToString(&bytes);
+  // The calibration applied before the run and the chip-global synapse DAC
+  // bias are configuration too.
+  if (experiment.has_initial_config()) {
+    experiment.initial_config().AppendToString(&bytes);
+  }
+  if (experiment.has_synapse_dac_bias()) {
+    absl::StrAppend(&bytes, "synapse_dac_bias:", experiment.synapse_dac_bias());
   }
   return Fingerprint(bytes);
 }
