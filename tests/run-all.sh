@@ -24,7 +24,7 @@ ctest --test-dir build-asan --output-on-failure -j "$(nproc)" \
   > build-asan/ctest.log 2>&1 || { cat build-asan/ctest.log; exit 1; }
 echo "ASan/UBSan: $(grep "tests passed" build-asan/ctest.log)"
 
-echo "== TSan: scheduler and emulator tests"
+echo "== TSan: scheduler, job store, emulator and calibration tests"
 mkdir -p build-tsan
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DHXEMU_SANITIZE=thread -DHXEMU_BUILD_BENCHMARKS=OFF > build-tsan/configure.log
