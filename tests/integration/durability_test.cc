@@ -25,6 +25,7 @@
 #include "gtest/gtest.h"
 #include "hxemu/client/client.h"
 #include "hxemu/server/server.h"
+#include "support/temp_dir.h"
 
 #ifndef HXEMU_SERVER_BINARY
 #error "HXEMU_SERVER_BINARY must name the hxemu-server executable"
@@ -39,21 +40,10 @@ using ::testing::StartsWith;
 
 constexpr absl::Duration kTimeout = absl::Seconds(60);
 
-class TempDir {
+// Each test its own directory, removed at the end.
+class TempDir : public test_support::TempDir {
  public:
-  TempDir() {
-    std::string pattern =
-        (fs::temp_directory_path() / "hxemu_durability_XXXXXX").string();
-    path_ = mkdtemp(pattern.data()) == nullptr ? "" : pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+  TempDir() : test_support::TempDir("hxemu_durability") {}
 };
 
 // The seed tutorial's first experiment, pinned to chip 0 (a result depends

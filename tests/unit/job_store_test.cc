@@ -26,6 +26,7 @@
 #include "absl/time/clock.h"
 #include "hxemu/scheduler/clock.h"
 #include "hxemu/scheduler/scheduler.h"
+#include "support/temp_dir.h"
 
 namespace hxemu::scheduler {
 namespace {
@@ -37,22 +38,10 @@ using ::testing::StartsWith;
 
 constexpr absl::Duration kTimeout = absl::Seconds(20);
 
-// A fresh directory under $TMPDIR, removed at the end.
-class TempDir {
+// Each test its own directory, removed at the end.
+class TempDir : public test_support::TempDir {
  public:
-  TempDir() {
-    std::string pattern =
-        (fs::temp_directory_path() / "hxemu_job_store_XXXXXX").string();
-    path_ = mkdtemp(pattern.data()) == nullptr ? "" : pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+  TempDir() : test_support::TempDir("hxemu_job_store") {}
 };
 
 std::shared_ptr<const v1::Experiment> MakeExperiment(
