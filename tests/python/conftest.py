@@ -14,6 +14,12 @@ from pathlib import Path
 
 import pytest
 
+# The tests start server binaries (fork + exec) while in-process gRPC servers
+# and channels have threads running; gRPC's fork handlers are for children
+# that go on using gRPC, which ours never do, and they can abort a fork made
+# while gRPC threads are busy. Set before grpc is first imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
 warnings.filterwarnings("ignore", message="mpi4py not available")
 
 _CLIENT = Path(__file__).resolve().parents[2] / "client" / "python"

@@ -466,7 +466,9 @@ def tls_recorder(tmp_path):
     try:
         yield f"127.0.0.1:{port}", cert, seen
     finally:
-        server.stop(0)
+        # Wait until gRPC's own threads are done: a later test forks (starts a
+        # server binary), and a fork while they shut down can abort Python.
+        server.stop(0).wait()
 
 
 def test_tls_with_token(cli_binary, tls_recorder, tmp_path):
