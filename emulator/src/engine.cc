@@ -125,6 +125,24 @@ inline float Blend(float weight, float if_one, float if_zero) {
   return p * scale;
 }
 
+// Adds `inc` [V] to the membrane V = v + lo and clamps it to the rails.
+// Compensated sum (Fast2Sum, |V| >= |increment| on the rails' range):
+// V = v + lo carries ~48 bits, so that the rounding of many tiny increments
+// of a slow approach to threshold does not add up to a spike-time error
+// (float alone: ~0.1 step per interval). A clamped V drops its low part.
+[[gnu::always_inline]] inline void AddToMembrane(float v_old, float inc,
+                                                 float& lo, float& v_new) {
+  const float lo_inc = lo + inc;
+  v_new = v_old + lo_inc;
+  float lo_new = lo_inc - (v_new - v_old);
+  const float v_clamped =
+      v_new < model::kMembraneMinVolt
+          ? model::kMembraneMinVolt
+          : (v_new > model::kMembraneMaxVolt ? model::kMembraneMaxVolt : v_new);
+  lo = v_clamped == v_new ? lo_new : 0.0f;
+  v_new = v_clamped;
+}
+
 // The non-linear currents of the membrane [V/s]: exponential term,
 // adaptation, COBA synapses (NeuronConstants).
 [[gnu::always_inline]] inline float NonLinear(float v, float w, float ie,
@@ -392,21 +410,10 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
         w_new = w_lin + a * inc * adapt_q2[i];
       }
     }
-    // Compensated sum (Fast2Sum, |V| >= |increment| on the rails' range):
-    // V = v + v_lo carries ~48 bits, so that the rounding of many tiny
-    // increments of a slow approach to threshold does not add up to a
-    // spike-time error (float alone: ~0.1 step per interval).
-    const float lo_inc = v_lo[i] + inc;
-    float v_new = v_old + lo_inc;
-    float lo_new = lo_inc - (v_new - v_old);
-    const float v_clamped =
-        v_new < model::kMembraneMinVolt
-            ? model::kMembraneMinVolt
-            : (v_new > model::kMembraneMaxVolt ? model::kMembraneMaxVolt
-                                               : v_new);
-    lo_new = v_clamped == v_new ? lo_new : 0.0f;
-    v_new = v_clamped;
-    v_lo[i] = lo_new;
+    float v_lo_new = v_lo[i];
+    float v_new;
+    AddToMembrane(v_old, inc, v_lo_new, v_new);
+    v_lo[i] = v_lo_new;
 
     i_exc[i] = ie_next > model::kSynFlushAmp ? ie_next : 0.0f;
     if constexpr (kInh) {
@@ -509,16 +516,11 @@ HXEMU_VECTOR_CLONES void NoiseKick(const NeuronConstants& nc, NeuronState& st,
     const uint32_t r1 = random::XorShift32(r0);
     noise[i] = r1;
     const float v_old = v[i];
-    const float lo_inc = v_lo[i] + sigma[i] * random::IrwinHall4(r0, r1);
-    float v_new = v_old + lo_inc;
-    float lo_new = lo_inc - (v_new - v_old);
-    const float v_clamped =
-        v_new < model::kMembraneMinVolt
-            ? model::kMembraneMinVolt
-            : (v_new > model::kMembraneMaxVolt ? model::kMembraneMaxVolt
-                                               : v_new);
-    v_lo[i] = v_clamped == v_new ? lo_new : 0.0f;
-    v[i] = v_clamped;
+    float lo = v_lo[i];
+    float v_new;
+    AddToMembrane(v_old, sigma[i] * random::IrwinHall4(r0, r1), lo, v_new);
+    v_lo[i] = lo;
+    v[i] = v_new;
   }
 }
 
@@ -672,16 +674,9 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
         w_new = w_lin + a * inc * w_q2[i];
       }
     }
-    const float lo_inc = v_lo[i] + inc;
-    float v_new = v_old + lo_inc;
-    float lo_new = lo_inc - (v_new - v_old);
-    const float v_clamped =
-        v_new < model::kMembraneMinVolt
-            ? model::kMembraneMinVolt
-            : (v_new > model::kMembraneMaxVolt ? model::kMembraneMaxVolt
-                                               : v_new);
-    lo_new = v_clamped == v_new ? lo_new : 0.0f;
-    v_new = v_clamped;
+    float lo_new = v_lo[i];
+    float v_new;
+    AddToMembrane(v_old, inc, lo_new, v_new);
     const int32_t accept =
         candidate & (static_cast<int32_t>(reset != 0.0f) |
                      static_cast<int32_t>(v_new <= v_guard[i]));
