@@ -798,10 +798,15 @@ TEST(Scheduler, WatchersArePushedProgressStateChangesAndTheEnd) {
       [](const JobView& v) { return v.state == JobState::kSucceeded; }));
   ASSERT_TRUE(watch_b.AwaitView(
       [](const JobView& v) { return v.state == JobState::kRunning; }));
-  // A cancel request changes b's reason: pushed too.
+  // A cancel request changes b's reason: pushed too. The run ignores its
+  // cancel flag until released, so the "cancel requested" view lasts until
+  // the watcher has taken it (a watcher reads the view current at its call,
+  // and a run that stopped at once could skip it).
+  gate.IgnoreCancel(2);
   ASSERT_TRUE(scheduler->Cancel(b).ok());
   ASSERT_TRUE(watch_b.AwaitView(
       [](const JobView& v) { return v.reason == Reason::kCancelRequested; }));
+  gate.Release(2, absl::CancelledError("run stopped on its cancel request"));
   ASSERT_TRUE(watch_b.AwaitView(
       [](const JobView& v) { return v.state == JobState::kCancelled; }));
   EXPECT_EQ(WaitTerminal(*scheduler, b).state, JobState::kCancelled);
