@@ -104,8 +104,12 @@ constexpr double kStepWeightNominal = 75.0;
 // 90 / 300 = 0.3 V nominal; the reversal potential does not depend on it).
 constexpr int32_t kCobaStartBias = 300;
 // A step smaller than this means "no input": the start lies beyond the
-// reversal potential [CADC LSB].
-constexpr double kCobaQuietLsb = 1.0;
+// reversal potential [CADC LSB]. 5 sigma of the step's noise (~0.5 LSB: the
+// CADC read noise over 8 reads, and the membrane noise, a random walk with
+// the leak off, over the 80 us between the reads). At 1 LSB, about one
+// measurement in twenty took noise for input, and the fitted line then sent
+// the search the wrong way (circuit 0 of chip 0 missed e_rev_inh by 14 LSB).
+constexpr double kCobaQuietLsb = 2.5;
 // Highest excitatory reversal potential that is calibrated as asked [CADC
 // LSB]: every circuit reaches it within 3 LSB (v_rev_coba 1022 gives ~190
 // LSB, less with mismatch; at 175 a few circuits miss). calix's rule

@@ -368,6 +368,7 @@ LoweredNeuron LowerNeuron(const ParameterValues& v, const Mismatch& mm,
     sc.exp_arg_max = model::kExpArgMax;
   }
   nc.exp_v_t_volt[s] = static_cast<float>(v_exp);
+  nc.exp_slope_volt[s] = delta_t > 0.0 ? static_cast<float>(delta_t) : 0.0f;
   nc.exp_inv_slope_per_volt[s] =
       delta_t > 0.0 ? static_cast<float>(1.0 / delta_t) : 0.0f;
   // NEST-style numerical safety: V enters the exponent at most at the
@@ -493,6 +494,7 @@ void ResizeNeuronConstants(int n, NeuronConstants& nc) {
   }
   nc.exp_v_t_volt.resize(n);
   nc.exp_inv_slope_per_volt.resize(n);
+  nc.exp_slope_volt.resize(n);
   nc.exp_arg_max.resize(n);
   nc.coba_exc_rev_volt.resize(n);
   nc.coba_inh_rev_volt.resize(n);

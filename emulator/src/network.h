@@ -88,6 +88,7 @@ struct NeuronConstants {
   std::vector<float> exp_pref_volt_per_s[kNumRegimes];
   std::vector<float> exp_v_t_volt;
   std::vector<float> exp_inv_slope_per_volt;
+  std::vector<float> exp_slope_volt;  // Delta_T, 0 without the term [V]
   // Upper clamp of the exponent: min(kExpArgMax, (V_th - V_T) / Delta_T).
   std::vector<float> exp_arg_max;
   // COBA: k / C [1/(V s) per A... = 1/(F V)] (0 for CUBA or gated), E_rev [V].
