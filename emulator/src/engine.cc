@@ -5,7 +5,8 @@
 //   0. CADC reads due at its start;
 //   1. the synaptic events of all its ticks go into per-tick bins (on-chip
 //      spikes of earlier steps, then external spikes);
-//   2. NoiseKick, then CoarseStep: every neuron far from threshold advances
+//   2. CoarseStep (with the macro step's noise kick for every neuron):
+//      every neuron far from threshold advances
 //      the whole macro step at once (vectorised, exact for the linear part);
 //   3. the other ("fine") neurons, gathered into a compact structure of
 //      arrays, advance tick by tick (StepNeurons: one flat, branch-free
@@ -22,6 +23,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -60,6 +62,15 @@ struct NeuronState {
         coarse_acc_exc(nc.num_slots, 0.0f),
         coarse_acc_inh(nc.num_slots, 0.0f) {
     stiff_pending.reserve(nc.num_slots);
+    const size_t n = static_cast<size_t>(nc.num_slots);
+    refine.assign(n, 0);
+    start_refractory.assign(n, 0);
+    start_v_lo.assign(n, 0.0f);
+    start_i_exc.assign(n, 0.0f);
+    start_i_inh.assign(n, 0.0f);
+    start_noise_inc.assign(n, 0.0f);
+    spiked_i32.assign(n, 0);
+    forced_i32.assign(n, 0);
   }
 
   std::vector<float> v_volt;       // membrane potential at the step end [V]
@@ -92,6 +103,18 @@ struct NeuronState {
   };
   std::vector<StiffStart> stiff_pending;
   bool any_stiff = true;
+
+  // Start state of the last step, kept by the exponential-only 8 ns step
+  // (StepNeurons, kFull = false) for the slots it marks in `refine`: the
+  // rare steps that cross the exponent's clamp or diverge, which RefineStep
+  // then recomputes. noise_inc: the step's noise increment [V].
+  std::vector<float> refine;  // 0 or 1
+  // spiked / forced as int32 for that step's loop: with bytes in it GCC
+  // takes 32 slots per iteration and spills most registers (the ETD2 loop,
+  // smaller, is faster that way).
+  std::vector<int32_t> spiked_i32, forced_i32;
+  std::vector<int32_t> start_refractory;
+  std::vector<float> start_v_lo, start_i_exc, start_i_inh, start_noise_inc;
 };
 
 // Branch-free select for finite values: `weight` is exactly 0 or 1, so the
@@ -125,24 +148,29 @@ inline float Blend(float weight, float if_one, float if_zero) {
   return p * scale;
 }
 
-// expm1(a) / a for any a: a series near 0, where the quotient cancels
-// (relative error < 1e-7 for |a| <= 1/2), the quotient elsewhere.
+// expm1(a) / a for |a| <= kMaxA by its Taylor series to the last term that
+// matters there (no division, no exp): kMaxA = 1 (macro steps) to a^10 / 11!,
+// kMaxA = 1/4 (8 ns steps) to a^6 / 7!; relative error < 3e-9 both.
+template <int kInvMaxA>
 [[gnu::always_inline]] inline float Expm1OverX(float a) {
-  // 1 + a/2! + a^2/3! + ... + a^7/8!, Horner.
-  float series = 1.0f / 40320.0f;
-  series = series * a + 1.0f / 5040.0f;
+  static_assert(kInvMaxA == 1 || kInvMaxA == 4);
+  float series;
+  if constexpr (kInvMaxA == 1) {
+    series = 1.0f / 39916800.0f;
+    series = series * a + 1.0f / 3628800.0f;
+    series = series * a + 1.0f / 362880.0f;
+    series = series * a + 1.0f / 40320.0f;
+    series = series * a + 1.0f / 5040.0f;
+  } else {
+    series = 1.0f / 5040.0f;
+  }
   series = series * a + 1.0f / 720.0f;
   series = series * a + 1.0f / 120.0f;
   series = series * a + 1.0f / 24.0f;
   series = series * a + 1.0f / 6.0f;
   series = series * a + 0.5f;
   series = series * a + 1.0f;
-  const bool far = a > 0.5f || a < -0.5f;
-  // Both branches are computed (no control flow): keep the unused one
-  // finite.
-  const float a_exp = a < -80.0f ? -80.0f : (a > 40.0f ? 40.0f : a);
-  const float quotient = (FastExp(a_exp) - 1.0f) / (far ? a : 1.0f);
-  return far ? quotient : series;
+  return series;
 }
 
 // -log(1 - y) for 0 <= y <= 1/2, without cancellation at small y (like
@@ -174,12 +202,30 @@ inline float Blend(float weight, float if_one, float if_zero) {
 // (ETD2) is not. The leak acts on Z as on a constant input: Z x damp, with
 // damp = etd1 / h = (1 - exp(-lambda h)) / (lambda h). y >= 1 means the
 // upswing diverges within the step; `y` is returned so that the caller takes
-// the macro step only for y <= model::kMacroExpYMax (Z <= 0.69 Delta_T).
+// the macro step only for y <= model::kMacroExpYMax (Z <= 0.69 Delta_T); y is
+// 1 (not taken) if the linear part moves V by more than Delta_T / kInvMaxA
+// (Expm1OverX).
+template <int kInvMaxA>
 [[gnu::always_inline]] inline float ExpExcess(float inc_lin, float n0,
                                               float h_s, float delta,
                                               float inv_delta, float damp,
                                               float& y) {
-  y = n0 * h_s * inv_delta * Expm1OverX(inc_lin * inv_delta);
+  constexpr float kMaxA = 1.0f / kInvMaxA;
+  const float a = inc_lin * inv_delta;
+  const bool in_range = a >= -kMaxA && a <= kMaxA;
+  float phi;
+  if constexpr (kInvMaxA == 1) {
+    // Macro steps: beyond the series' range the step is not taken.
+    phi = in_range ? Expm1OverX<kInvMaxA>(a) : 0.0f;
+  } else {
+    // 8 ns steps: the quotient beyond it (a steep linear part, e.g. the
+    // first ticks of a reset). Both are computed; the unused one is kept
+    // finite.
+    const float a_exp = a < -80.0f ? -80.0f : (a > 40.0f ? 40.0f : a);
+    const float quotient = (FastExp(a_exp) - 1.0f) / (in_range ? 1.0f : a);
+    phi = in_range ? Expm1OverX<kInvMaxA>(a) : quotient;
+  }
+  y = in_range || kInvMaxA != 1 ? n0 * h_s * inv_delta * phi : 1.0f;
   float y_clamped = y > model::kMacroExpYMax ? model::kMacroExpYMax : y;
   y_clamped = y_clamped < 0.0f ? 0.0f : y_clamped;
   return delta * MinusLog1m(y_clamped) * damp;
@@ -322,8 +368,8 @@ std::pair<double, float> RefineStep(const StiffConstants& sc, int k,
 // Steps the first `count` slots (all of them, or all of a compact sub-network
 // in macro-step mode).
 // noise_scale: 1, or 0 in macro-step mode (the noise comes as one kick per
-// macro step, NoiseKick). kNoise = false: noise_scale is 0, the noise term
-// (+0 z) is skipped (the generators still advance: NoiseKick continues
+// macro step, in CoarseStep). kNoise = false: noise_scale is 0, the noise term
+// (+0 z) is skipped (the generators still advance: CoarseStep continues
 // their streams).
 // (NeuronConstants::inhibitory_input), I_inh stays +0 and its terms are
 // skipped (x - G 0 = x); kFull implies kInh.
@@ -339,9 +385,7 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
   float* __restrict i_inh = st.current_amp.data() + n;
   int32_t* __restrict refractory = st.refractory_left.data();
   uint32_t* __restrict noise = st.noise_state.data();
-  uint8_t* __restrict spiked = st.spiked.data();
   float* __restrict adapt = st.adapt_amp.data();
-  const uint8_t* __restrict forced = st.forced.data();
 
   const float* __restrict decay_free = nc.decay[kFree].data();
   const float* __restrict decay_reset = nc.decay[kReset].data();
@@ -388,7 +432,34 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
   const float* __restrict inv_c = nc.inv_c_per_farad.data();
 
   const float* __restrict v_stiff = nc.v_stiff_volt.data();
-  if constexpr (kNonLinear) {
+  const float* __restrict exp_slope = nc.exp_slope_volt.data();
+  float* __restrict refine = st.refine.data();
+  int32_t* __restrict start_refractory = st.start_refractory.data();
+  float* __restrict start_v_lo = st.start_v_lo.data();
+  float* __restrict start_i_exc = st.start_i_exc.data();
+  float* __restrict start_i_inh = st.start_i_inh.data();
+  float* __restrict start_noise_inc = st.start_noise_inc.data();
+  constexpr float kDt = static_cast<float>(model::kStepS);
+  constexpr float kInvDt = static_cast<float>(1.0 / model::kStepS);
+  // The exponential term by ExpExcess (RefineStep only for the rare marked
+  // steps) in the compact pool of macro-step mode (no per-tick noise there),
+  // where a step's cost is mostly per call; by ETD2 with RefineStep for the
+  // steps that start in the stiff region when every neuron steps every tick
+  // (fewer operations per neuron), and with adaptation or COBA input.
+  constexpr bool kExactExp = kNonLinear && !kFull && !kNoise;
+  constexpr bool kStiffScan = kNonLinear && !kExactExp;
+  using Flag = std::conditional_t<kExactExp, int32_t, uint8_t>;
+  Flag* __restrict spiked;
+  const Flag* __restrict forced;
+  if constexpr (kExactExp) {
+    for (int i = 0; i < loop_count; ++i) st.forced_i32[i] = st.forced[i];
+    spiked = st.spiked_i32.data();
+    forced = st.forced_i32.data();
+  } else {
+    spiked = st.spiked.data();
+    forced = st.forced.data();
+  }
+  if constexpr (kStiffScan) {
     st.stiff_pending.clear();
     if (st.any_stiff) {
       for (int i = 0; i < loop_count; ++i) {
@@ -431,9 +502,10 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
     // increment: V itself is accumulated with compensation (below).
     float inc_lin = decay * (v_inf - v_old) + drift + exc_gain * ie;
     if constexpr (kInh) inc_lin = inc_lin - inh_gain * ii;
+    float noise_inc = 0.0f;
     if constexpr (kNoise) {
-      inc_lin =
-          inc_lin + noise_scale * noise_step[i] * random::IrwinHall4(r0, r1);
+      noise_inc = noise_scale * noise_step[i] * random::IrwinHall4(r0, r1);
+      inc_lin = inc_lin + noise_inc;
     }
     float inc = inc_lin;
     float w_new = 0.0f;
@@ -442,7 +514,39 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
       const float etd1 = Blend(reset, etd1_reset[i], etd1_free[i]);
       const float etd2 = Blend(reset, etd2_reset[i], etd2_free[i]);
       const float exp_pref = Blend(reset, exp_pref_reset[i], exp_pref_free[i]);
-      if constexpr (!kFull) {
+      if constexpr (kExactExp) {
+        // The exponential term exactly for a linear part of constant rate
+        // (ExpExcess, as in CoarseStep), so that the steep last steps before
+        // a spike need no sub-steps. (Its treatment of the leak, as if on a
+        // constant input, is off by ~(n0 dt)^2 / (2 Delta_T) per step where a
+        // strong leak balances the term, e.g. in the reset: < 0.1 uV at 8 ns,
+        // which is why macro steps keep ETD2 there.) At or above the
+        // exponent's clamp the term is constant: its exact part n0 etd1. A
+        // step that diverges (y > kMacroExpYMax) or ends clearly above the
+        // clamp (0.1 Delta_T past it, the constant-rate solution errs by
+        // < 1 % of that part) is marked for RefineStep, with its start state.
+        const float n0 = ExpTerm(v_old, exp_pref, exp_v_t[i], exp_inv_slope[i],
+                                 exp_arg_max[i]);
+        float y = 0.0f;
+        const float z_exact = ExpExcess<4>(inc_lin, n0, kDt, exp_slope[i],
+                                           exp_inv_slope[i], etd1 * kInvDt, y);
+        const float v_clamp = exp_v_t[i] + exp_arg_max[i] * exp_slope[i];
+        const float below_clamp = v_old < v_clamp ? 1.0f : 0.0f;
+        inc = inc_lin + Blend(below_clamp, z_exact, n0 * etd1);
+        // (Arithmetic, not a mask &: GCC turns that into control flow here
+        // and stops vectorising.)
+        const float beyond = y > model::kMacroExpYMax ||
+                                     v_old + inc > v_clamp + 0.1f * exp_slope[i]
+                                 ? 1.0f
+                                 : 0.0f;
+        refine[i] = below_clamp * beyond;
+        start_refractory[i] = left;
+        start_v_lo[i] = v_lo[i];
+        start_i_exc[i] = ie;
+        start_i_inh[i] = ii;
+        start_noise_inc[i] = noise_inc;
+      } else if constexpr (!kFull) {
+        // ETD2 predictor-corrector.
         const float n0 = ExpTerm(v_old, exp_pref, exp_v_t[i], exp_inv_slope[i],
                                  exp_arg_max[i]);
         const float inc_pred = inc_lin + etd1 * n0;
@@ -487,50 +591,72 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
     // A bypass event fires regardless of threshold and refractory state.
     const int32_t fire = (static_cast<int32_t>(left_next == 0) &
                           static_cast<int32_t>(v_new >= v_th)) |
-                         static_cast<int32_t>(forced[i]);
+                         forced[i];
     refractory[i] = fire ? restart : left_next;
     if constexpr (kNonLinear) {
       if constexpr (kFull) {
         adapt[i] = w_new + static_cast<float>(fire) * adapt_b[i];
       }
-      any_stiff |= static_cast<int>(v_new > v_stiff[i]);
+      if constexpr (kStiffScan) {
+        any_stiff |= static_cast<int>(v_new > v_stiff[i]);
+      }
     }
     v_prev[i] = v_old;
     v[i] = v_new;
-    spiked[i] = static_cast<uint8_t>(fire);
+    spiked[i] = static_cast<Flag>(fire);
     any |= fire;
   }
+  if constexpr (kExactExp) {
+    for (int i = 0; i < loop_count; ++i) {
+      st.spiked[i] = static_cast<uint8_t>(st.spiked_i32[i]);
+    }
+  }
   if constexpr (kNonLinear) {
-    // Stiff slots: redo the step from its start state with sub-steps, then
-    // the same clocked logic as above.
-    for (const NeuronState::StiffStart& ss : st.stiff_pending) {
-      const int i = ss.slot;
-      const int32_t left = ss.refractory_left;
+    // Marked slots: redo the step from its start state with sub-steps
+    // (RefineStep), then the same clocked logic as above.
+    auto refine_slot = [&](int i, int32_t left, float noise_volt, double v0,
+                           float w0, float ie0, float ii0) {
       const int k = left > reset_release[i] ? kReset : kFree;
-      float noise_volt = 0.0f;
-      if constexpr (kNoise) {
-        const uint32_t r0 = random::XorShift32(ss.noise_state);
-        const uint32_t r1 = random::XorShift32(r0);
-        noise_volt = noise_scale * noise_step[i] * random::IrwinHall4(r0, r1);
-      }
       const auto [v_end, w_new] =
-          RefineStep(nc.stiff[i], k, noise_volt,
-                     static_cast<double>(ss.v_volt) + ss.v_lo_volt, ss.w_amp,
-                     ss.i_exc_amp, ss.i_inh_amp);
+          RefineStep(nc.stiff[i], k, noise_volt, v0, w0, ie0, ii0);
       const float v_new = static_cast<float>(v_end);
       v_lo[i] = static_cast<float>(v_end - v_new);
       const int32_t left_next = left > 0 ? left - 1 : 0;
       const int32_t fire = (static_cast<int32_t>(left_next == 0) &
                             static_cast<int32_t>(v_new >= v_threshold[i])) |
-                           static_cast<int32_t>(forced[i]);
+                           forced[i];
       refractory[i] = fire ? refractory_steps[i] : left_next;
       adapt[i] = w_new + static_cast<float>(fire) * adapt_b[i];
       v[i] = v_new;
-      spiked[i] = static_cast<uint8_t>(fire);
+      st.spiked[i] = static_cast<uint8_t>(fire);
       any |= fire;
-      any_stiff |= static_cast<int>(v_new > v_stiff[i]);
+      return v_new;
+    };
+    if constexpr (kStiffScan) {
+      // Stiff slots (start above v_stiff, recorded before the step).
+      for (const NeuronState::StiffStart& ss : st.stiff_pending) {
+        float noise_volt = 0.0f;
+        if constexpr (kNoise) {
+          const uint32_t r0 = random::XorShift32(ss.noise_state);
+          const uint32_t r1 = random::XorShift32(r0);
+          noise_volt =
+              noise_scale * noise_step[ss.slot] * random::IrwinHall4(r0, r1);
+        }
+        const float v_new =
+            refine_slot(ss.slot, ss.refractory_left, noise_volt,
+                        static_cast<double>(ss.v_volt) + ss.v_lo_volt, ss.w_amp,
+                        ss.i_exc_amp, ss.i_inh_amp);
+        any_stiff |= static_cast<int>(v_new > v_stiff[ss.slot]);
+      }
+      st.any_stiff = any_stiff != 0;
+    } else {
+      for (int i = 0; i < loop_count; ++i) {
+        if (refine[i] == 0.0f) continue;
+        refine_slot(i, start_refractory[i], start_noise_inc[i],
+                    static_cast<double>(v_prev[i]) + start_v_lo[i], 0.0f,
+                    start_i_exc[i], start_i_inh[i]);
+      }
     }
-    st.any_stiff = any_stiff != 0;
   }
   return any != 0;
 }
@@ -559,31 +685,6 @@ bool Step(const NeuronConstants& nc, NeuronState& st, int count, bool noise) {
                : StepNeurons<true, true, false, true>(nc, st, count, 0.0f);
 }
 
-// Membrane noise of a macro step of `m` ticks as one kick at its start: the
-// exact Ornstein-Uhlenbeck increment over m ticks (same stationary spread as
-// the per-tick noise). The same for macro and tick-by-tick neurons, so the
-// choice between them does not bias the noise.
-HXEMU_VECTOR_CLONES void NoiseKick(const NeuronConstants& nc, NeuronState& st,
-                                   int m) {
-  const int n = nc.num_slots;
-  float* __restrict v = st.v_volt.data();
-  float* __restrict v_lo = st.v_lo_volt.data();
-  uint32_t* __restrict noise = st.noise_state.data();
-  const float* __restrict sigma =
-      nc.m_noise_volt.data() + static_cast<size_t>(m - 1) * n;
-  for (int i = 0; i < n; ++i) {
-    const uint32_t r0 = random::XorShift32(noise[i]);
-    const uint32_t r1 = random::XorShift32(r0);
-    noise[i] = r1;
-    const float v_old = v[i];
-    float lo = v_lo[i];
-    float v_new;
-    AddToMembrane(v_old, sigma[i] * random::IrwinHall4(r0, r1), lo, v_new);
-    v_lo[i] = lo;
-    v[i] = v_new;
-  }
-}
-
 // One macro step of `m` ticks for every slot that qualifies (see
 // model::kMacroTicks): not refractory and V <= v_guard at both ends, or in
 // the reset regime for all m ticks. The linear part is exact, with the
@@ -597,7 +698,8 @@ template <bool kNonLinear, bool kFull, bool kInh>
 HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
                                     int m, const float* __restrict bins,
                                     const int* used, int num_used,
-                                    uint8_t* __restrict fine) {
+                                    const std::vector<int>& refractory_slots,
+                                    int32_t* __restrict fine) {
   const int n = nc.num_slots;
   const size_t tm = static_cast<size_t>(m - 1) * n;
   float* __restrict v = st.v_volt.data();
@@ -612,7 +714,7 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
   float* __restrict acc_e = st.coarse_acc_exc.data();
   float* __restrict acc_i = st.coarse_acc_inh.data();
   const int32_t* __restrict reset_release = nc.reset_release_steps.data();
-  const uint8_t* __restrict coarse_ok = nc.coarse_ok.data();
+  const int32_t* __restrict coarse_ok = nc.coarse_ok.data();
   const float* __restrict v_guard = nc.v_guard_volt.data();
 
   // (a) Regime of the macro step (1: reset throughout) and the decay of the
@@ -630,16 +732,15 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
       if constexpr (kInh) acc_i[i] = i_inh[i] * di[i];
     }
   }
-  // (b) Events at tick j act for the remaining m - j ticks.
+  // (b) Events at tick j act for the remaining m - j ticks, with the gains
+  // of the free regime: (b2) recomputes the few slots in the reset regime.
   for (int u = 0; u < num_used; ++u) {
     const int j = used[u];
     const size_t tr = static_cast<size_t>(m - j - 1) * n;
     const float* __restrict be = bins + static_cast<size_t>(j) * 2 * n;
     const float* __restrict bi = be + n;
-    const float* __restrict ge_f = nc.m_exc_gain[kFree].data() + tr;
-    const float* __restrict ge_r = nc.m_exc_gain[kReset].data() + tr;
-    const float* __restrict gi_f = nc.m_inh_gain[kFree].data() + tr;
-    const float* __restrict gi_r = nc.m_inh_gain[kReset].data() + tr;
+    const float* __restrict ge = nc.m_exc_gain[kFree].data() + tr;
+    const float* __restrict gi = nc.m_inh_gain[kFree].data() + tr;
     const float* __restrict de = nc.m_exc_decay.data() + tr;
     const float* __restrict di = nc.m_inh_decay.data() + tr;
 #if defined(__GNUC__) && !defined(__clang__)
@@ -647,14 +748,32 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
 #endif
     for (int i = 0; i < n; ++i) {
       if constexpr (kInh) {
-        acc_v[i] += Blend(kr[i], ge_r[i], ge_f[i]) * be[i] -
-                    Blend(kr[i], gi_r[i], gi_f[i]) * bi[i];
+        acc_v[i] += ge[i] * be[i] - gi[i] * bi[i];
         acc_i[i] += di[i] * bi[i];
       } else {
-        acc_v[i] += Blend(kr[i], ge_r[i], ge_f[i]) * be[i];
+        acc_v[i] += ge[i] * be[i];
       }
       acc_e[i] += de[i] * be[i];
     }
+  }
+  // (b2) The slots in the reset regime (a few percent, all among the
+  // refractory ones): the same sum with the reset regime's gains, in the same
+  // order (bit-identical to blending the two regimes' gains in (b)).
+  for (const int i : refractory_slots) {
+    if (kr[i] == 0.0f) continue;
+    float sum = 0.0f;
+    for (int u = 0; u < num_used; ++u) {
+      const int j = used[u];
+      const size_t tr = static_cast<size_t>(m - j - 1) * n;
+      const float* be = bins + static_cast<size_t>(j) * 2 * n;
+      if constexpr (kInh) {
+        sum += nc.m_exc_gain[kReset][tr + i] * be[i] -
+               nc.m_inh_gain[kReset][tr + i] * be[n + i];
+      } else {
+        sum += nc.m_exc_gain[kReset][tr + i] * be[i];
+      }
+    }
+    acc_v[i] = sum;
   }
   // (c) The update, committed only where the macro step qualifies.
   const float* __restrict decay_f = nc.m_decay[kFree].data() + tm;
@@ -684,19 +803,31 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
   const float* __restrict adapt_a = nc.adapt_a_siemens.data();
   const float* __restrict adapt_v_ref = nc.adapt_v_ref_volt.data();
   const float* __restrict inv_c = nc.inv_c_per_farad.data();
+  const float* __restrict sigma = nc.m_noise_volt.data() + tm;
+  uint32_t* __restrict noise = st.noise_state.data();
   const float h_s = static_cast<float>(m * model::kStepS);  // [s]
   const float inv_h = 1.0f / h_s;
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC ivdep
 #endif
   for (int i = 0; i < n; ++i) {
+    // The macro step's membrane noise as one kick at its start (for every
+    // slot: a slot that does not take the macro step keeps it and steps tick
+    // by tick from there): the exact Ornstein-Uhlenbeck increment over m
+    // ticks, the same stationary spread as the per-tick noise.
+    const uint32_t r0 = random::XorShift32(noise[i]);
+    const uint32_t r1 = random::XorShift32(r0);
+    noise[i] = r1;
+    float lo_kicked = v_lo[i];
+    float v_old;
+    AddToMembrane(v[i], sigma[i] * random::IrwinHall4(r0, r1), lo_kicked,
+                  v_old);
     const float reset = kr[i];
     const int32_t left = refractory[i];
-    const float v_old = v[i];
-    const int32_t candidate = static_cast<int32_t>(coarse_ok[i] != 0) &
-                              (static_cast<int32_t>(reset != 0.0f) |
-                               (static_cast<int32_t>(left == 0) &
-                                static_cast<int32_t>(v_old <= v_guard[i])));
+    const int32_t candidate =
+        coarse_ok[i] & (static_cast<int32_t>(reset != 0.0f) |
+                        (static_cast<int32_t>(left == 0) &
+                         static_cast<int32_t>(v_old <= v_guard[i])));
     const float ie = i_exc[i];
     const float ii = kInh ? i_inh[i] : 0.0f;
     const float decay = Blend(reset, decay_r[i], decay_f[i]);
@@ -707,7 +838,9 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
     inc_lin = inc_lin + acc_v[i];
     float inc = inc_lin;
     float w_new = adapt[i];
-    float y = 0.0f;  // ExpExcess's blow-up measure (0: no term)
+    // ExpExcess's blow-up measure where it is used (0 elsewhere: ETD2 is
+    // accurate there at any y, the guard suffices).
+    float y = 0.0f;
     if constexpr (kNonLinear) {
       // CUBA only (COBA slots never take macro steps): N has no current
       // terms. The exponential term: where its rate n / Delta_T exceeds the
@@ -731,8 +864,8 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
         inc_lin =
             inc_lin + etd1 * adapt_rate0 + etd2 * (adapt_rate1 - adapt_rate0);
       }
-      const float inc_exact = ExpExcess(inc_lin, n0, h_s, exp_slope[i],
-                                        exp_inv_slope[i], etd1 * inv_h, y);
+      const float inc_exact = ExpExcess<1>(inc_lin, n0, h_s, exp_slope[i],
+                                           exp_inv_slope[i], etd1 * inv_h, y);
       const float inc_pred = etd1 * n0;
       const float n1 = ExpTerm(v_old + inc_lin + inc_pred, exp_pref, exp_v_t[i],
                                exp_inv_slope[i], exp_arg_max[i]);
@@ -740,9 +873,10 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
       const float upswing =
           static_cast<float>(n0 * exp_inv_slope[i] * etd1 > decay);
       inc = inc_lin + Blend(upswing, inc_exact, inc_etd2);
+      y = y * upswing;
       if constexpr (kFull) w_new = w_lin + adapt_a[i] * inc * w_q2[i];
     }
-    float lo_new = v_lo[i];
+    float lo_new = lo_kicked;
     float v_new;
     AddToMembrane(v_old, inc, lo_new, v_new);
     const int32_t accept = candidate &
@@ -756,7 +890,7 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
     const float v_end = Blend(acc, v_new, v_old);
     v[i] = v_end;
     v_prev[i] = v_end;
-    v_lo[i] = Blend(acc, lo_new, v_lo[i]);
+    v_lo[i] = Blend(acc, lo_new, lo_kicked);
     if constexpr (kFull) adapt[i] = Blend(acc, w_new, adapt[i]);
     i_exc[i] = Blend(acc, ie_next, ie);
     if constexpr (kInh) {
@@ -767,7 +901,7 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
     const int32_t left_end = left > m ? left - m : 0;
     refractory[i] = left - accept * (left - left_end);
 
-    fine[i] = static_cast<uint8_t>(accept == 0);
+    fine[i] = static_cast<int32_t>(accept == 0);
   }
 }
 
@@ -775,7 +909,7 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
 // AVX2 vectors of floats, since GCC's vectorised StepNeurons loop takes
 // counts from 16 on (below, its scalar remainder loop runs; measured: 8 ->
 // 16 made the reference load 1.2x faster).
-constexpr size_t kPadSlots = 16;
+constexpr size_t kPadSlots = 8;
 
 // The constants of the slots `list` (in that order) as a compact network
 // `sub`, so that the few neurons stepping tick by tick in macro-step mode run
@@ -801,6 +935,7 @@ void ForEachStepConstant(const NeuronConstants& nc, NeuronConstants& sub, G g) {
   }
   g(nc.exp_v_t_volt, sub.exp_v_t_volt);
   g(nc.exp_inv_slope_per_volt, sub.exp_inv_slope_per_volt);
+  g(nc.exp_slope_volt, sub.exp_slope_volt);
   g(nc.exp_arg_max, sub.exp_arg_max);
   g(nc.coba_exc_rev_volt, sub.coba_exc_rev_volt);
   g(nc.coba_inh_rev_volt, sub.coba_inh_rev_volt);
@@ -839,7 +974,7 @@ struct FinePool {
   // Makes the pool hold exactly the slots of `fine_list`; returns the number
   // of positions.
   int Update(const NeuronConstants& nc, const std::vector<int>& fine_list,
-             const uint8_t* fine, NeuronConstants& sub) {
+             const int32_t* fine, NeuronConstants& sub) {
     if (pos_of_slot.empty()) pos_of_slot.assign(nc.num_slots, -1);
     // Remove the slots that are no longer fine: the last position fills
     // the hole.
@@ -901,6 +1036,14 @@ void GatherState(const NeuronState& st, int n, const FinePool& pool,
   sub.noise_state.resize(k);
   sub.spiked.assign(k, 0);
   sub.forced.assign(k, 0);
+  sub.spiked_i32.resize(k);
+  sub.forced_i32.resize(k);
+  sub.refine.resize(k);
+  sub.start_refractory.resize(k);
+  sub.start_v_lo.resize(k);
+  sub.start_i_exc.resize(k);
+  sub.start_i_inh.resize(k);
+  sub.start_noise_inc.resize(k);
   sub.current_amp.resize(2 * k);
   for (size_t q = 0; q < k; ++q) {
     const int i = pool.pool_slot[q];
@@ -1067,12 +1210,17 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
   const uint64_t madc_noise_key = random::Hash(
       random::Key(random::Domain::kMadcNoise), net.seed, net.chip_id);
 
-  std::vector<uint8_t> fine(n, 1);
+  std::vector<int32_t> fine(n, 1);  // 0 / 1 per slot (int32: see spiked)
   NeuronConstants sub_nc;
   NeuronState sub_st(nc);
   FinePool pool;
   std::vector<int> fine_list;
   fine_list.reserve(n);
+  // Slots that fired and may still be refractory (CoarseStep's reset-regime
+  // slots are among them); in_refractory_list[slot]: slot is listed.
+  std::vector<int> refractory_slots;
+  refractory_slots.reserve(n);
+  std::vector<uint8_t> in_refractory_list(n, 0);
   int64_t next_poll = 0;
   int64_t next_progress = net.warmup_steps + model::kProgressSteps;
 
@@ -1163,29 +1311,39 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
     // 2. Macro step of the neurons far from threshold; the others are fine.
     fine_list.clear();
     if (macro > 1) {
-      NoiseKick(nc, st, m);
+      // Slots whose refractory period has run out leave the list.
+      for (size_t r = 0; r < refractory_slots.size();) {
+        const int slot = refractory_slots[r];
+        if (st.refractory_left[slot] > 0) {
+          ++r;
+          continue;
+        }
+        in_refractory_list[slot] = 0;
+        refractory_slots[r] = refractory_slots.back();
+        refractory_slots.pop_back();
+      }
       const int num_used = static_cast<int>(used.size());
       const float* b = bins.data();
       const bool inh = nc.inhibitory_input;
       if (!nc.non_linear) {
         if (inh) {
           CoarseStep<false, false, true>(nc, st, m, b, used.data(), num_used,
-                                         fine.data());
+                                         refractory_slots, fine.data());
         } else {
           CoarseStep<false, false, false>(nc, st, m, b, used.data(), num_used,
-                                          fine.data());
+                                          refractory_slots, fine.data());
         }
       } else if (!nc.adapt_or_coba) {
         if (inh) {
           CoarseStep<true, false, true>(nc, st, m, b, used.data(), num_used,
-                                        fine.data());
+                                        refractory_slots, fine.data());
         } else {
           CoarseStep<true, false, false>(nc, st, m, b, used.data(), num_used,
-                                         fine.data());
+                                         refractory_slots, fine.data());
         }
       } else {
         CoarseStep<true, true, true>(nc, st, m, b, used.data(), num_used,
-                                     fine.data());
+                                     refractory_slots, fine.data());
       }
       // Branch-free compaction (about a third of the slots are fine).
       fine_list.resize(n);
@@ -1254,6 +1412,11 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
             const int64_t tick = static_cast<int64_t>(std::floor(
                 (static_cast<double>(s) + fraction) / model::kStepsPerTick));
             if (!record_spike(fnc.node[q], tick)) return too_many_spikes();
+            const int slot = all_fine ? q : pool.pool_slot[q];
+            if (!in_refractory_list[slot]) {
+              in_refractory_list[slot] = 1;
+              refractory_slots.push_back(slot);
+            }
             if (has_targets(fnc.node[q])) {
               in_flight.push_back({s + delay_steps, fnc.node[q]});
             }

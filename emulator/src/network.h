@@ -127,7 +127,7 @@ struct NeuronConstants {
   std::vector<float> m_noise_volt;
   // Macro steps: allowed at all for this slot (not for COBA, bypass, MADC
   // recorded), and the highest V at both ends of a free one [V].
-  std::vector<uint8_t> coarse_ok;
+  std::vector<int32_t> coarse_ok;  // 0 / 1 (int32: see engine.cc spiked)
   std::vector<float> v_guard_volt;
   // Bypass: the neuron fires on every event of that receptor.
   std::vector<uint8_t> bypass_exc;
