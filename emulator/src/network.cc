@@ -594,6 +594,58 @@ absl::Status AppendOnChipPoissonSpikes(const Population& pop,
   return absl::OkStatus();
 }
 
+// Sorts by (step, node), as std::sort with InputSpike's operator< would, by
+// an LSD radix sort on the key step * 2^b + node (b = bits of the largest
+// node), 11 bits per pass: linear in the number of spikes (a 2 ms run of
+// the benchmark load has 100 000, where std::sort took 4 % of the run).
+void SortInputSpikes(std::vector<InputSpike>& spikes) {
+  if (spikes.size() < 2) return;
+  int64_t max_step = 0;
+  int32_t max_node = 0;
+  for (const InputSpike& s : spikes) {
+    max_step = std::max(max_step, s.step);
+    max_node = std::max(max_node, s.node);
+  }
+  auto bits = [](uint64_t x) {
+    int b = 0;
+    while (x != 0) {
+      ++b;
+      x >>= 1;
+    }
+    return b;
+  };
+  const int node_bits = bits(static_cast<uint64_t>(max_node));
+  const int key_bits = node_bits + bits(static_cast<uint64_t>(max_step));
+  if (key_bits > 63) {  // (not with the validated limits)
+    std::sort(spikes.begin(), spikes.end());
+    return;
+  }
+  auto key = [node_bits](const InputSpike& s) {
+    return (static_cast<uint64_t>(s.step) << node_bits) |
+           static_cast<uint64_t>(s.node);
+  };
+  constexpr int kDigitBits = 11;
+  constexpr size_t kBuckets = size_t{1} << kDigitBits;
+  std::vector<InputSpike> other(spikes.size());
+  std::vector<size_t> count(kBuckets);
+  for (int shift = 0; shift < key_bits; shift += kDigitBits) {
+    std::fill(count.begin(), count.end(), 0);
+    for (const InputSpike& s : spikes) {
+      ++count[(key(s) >> shift) & (kBuckets - 1)];
+    }
+    size_t sum = 0;
+    for (size_t& c : count) {
+      const size_t here = c;
+      c = sum;
+      sum += here;
+    }
+    for (const InputSpike& s : spikes) {
+      other[count[(key(s) >> shift) & (kBuckets - 1)]++] = s;
+    }
+    spikes.swap(other);
+  }
+}
+
 // Spike times of the source neurons of population p, appended to `out` as
 // steps of the whole run (warm-up included). Only spikes inside the recorded
 // run are delivered.
@@ -813,7 +865,7 @@ absl::StatusOr<Network> LowerNetwork(const Experiment& e,
       return st;
     }
   }
-  std::sort(net.input_spikes.begin(), net.input_spikes.end());
+  SortInputSpikes(net.input_spikes);
 
   net.spike_train_of_node.assign(num_nodes, -1);
   for (size_t i = 0; i < mapped.spikes.size(); ++i) {
