@@ -88,6 +88,11 @@ class Router {
     Routing out;
     out.synapse_begin.resize(e_.projections_size());
     std::vector<Entry> entries;
+    size_t num_connections = 0;
+    for (const hxemu::v1::Projection& proj : e_.projections()) {
+      num_connections += static_cast<size_t>(proj.pre_indices_size());
+    }
+    entries.reserve(num_connections);
     for (int j = 0; j < e_.projections_size(); ++j) {
       const hxemu::v1::Projection& proj = e_.projections(j);
       const int receptor =
