@@ -41,6 +41,7 @@
 #include "hxemu/emulator/chip.h"
 #include "hxemu/emulator/chip_constants.h"
 #include "hxemu/v1/experiment.pb.h"
+#include "support/benchmark_neuron.h"
 
 namespace hxemu::emulator {
 namespace {
@@ -69,28 +70,13 @@ hxemu::v1::Experiment ReferenceLoad(double runtime_ms) {
   hxemu::v1::Population* pop = e.add_populations();
   pop->set_size(kNeurons);
   pop->set_cell_type(hxemu::v1::CELL_TYPE_HX_NEURON);
-  // C = 0.1 + 54 x 2.2 / 63 = 1.99 pF, g_leak = 400 x 0.5 nS = 200 nS
-  // (tau_mem 10 us); E_leak 0.55 V, V_T 0.565 V (E_leak + 15 mV), Delta_T
-  // 2 mV, threshold 0.575 V (+25 mV), reset 0.545 V (-5 mV), refractory
-  // 250 x 8 ns = 2 us, tau_syn = 2 ms / 400 = 5 us.
-  const std::pair<const char*, int32_t> params[] = {
-      {"membrane_capacitance_capacitance", 54},
-      {"leak_v_leak", 600},
-      {"leak_i_bias", 400},
-      {"exponential_enable", 1},
-      {"exponential_v_exp", 252},
-      {"exponential_i_bias", 100},
-      {"threshold_enable", 1},
-      {"threshold_v_threshold", 260},
-      {"reset_v_reset", 593},
-      {"reset_i_bias", 1022},
-      {"reset_enable_multiplication", 1},
-      {"refractory_period_refractory_time", 250},
-      {"excitatory_input_enable", 1},
-      {"excitatory_input_i_bias_tau", 400},
-      {"excitatory_input_i_bias_gm", 2},
-      {"constant_current_enable", 1}};
-  for (const auto& [name, value] : params) SetParam(pop, name, value);
+  // The benchmark neuron (tests/support/benchmark_neuron.h), 1.6 pA per
+  // weight LSB (gm 2), with a constant current.
+  for (const auto& [name, value] : test_support::BenchmarkAdExNeuron()) {
+    SetParam(pop, name, value);
+  }
+  SetParam(pop, "excitatory_input_i_bias_gm", 2);
+  SetParam(pop, "constant_current_enable", 1);
   if (g_mixed) {
     const std::pair<const char*, int32_t> mixed[] = {
         {"adaptation_enable", 1},         {"adaptation_enable_pulse", 1},

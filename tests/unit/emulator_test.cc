@@ -27,6 +27,7 @@
 #include "hxemu/emulator/chip_constants.h"
 #include "hxemu/emulator/parameters.h"
 #include "hxemu/v1/experiment.pb.h"
+#include "support/benchmark_neuron.h"
 
 namespace hxemu::emulator {
 namespace {
@@ -2254,29 +2255,21 @@ TEST(Direction, PspFollowsEverySynapticInputParameter) {
   EXPECT_LT(psp(Set(PspNeuron(), {{"leak_i_bias", 1022}})), 0.8 * base);
 }
 
-// ---- Macro steps (neurons far from threshold advance 256 ns at once)
+// ---- Macro steps (neurons far from threshold advance 128 ns at once)
 // ----------------------------------------------------------
 
 // `neurons` noisy AdEx neurons near their exponential threshold, driven by
 // 32 Poisson sources at 200 kHz through random weights; spikes recorded.
 Experiment NoisyAdExNetwork(uint32_t neurons, double runtime_ms) {
   Experiment e;
-  AddNeurons(e, neurons,
-             {{"membrane_capacitance_capacitance", 54},
-              {"leak_v_leak", 600},
-              {"leak_i_bias", 400},
-              {"exponential_enable", 1},
-              {"exponential_v_exp", 252},
-              {"exponential_i_bias", 100},
-              {"threshold_enable", 1},
-              {"threshold_v_threshold", 260},
-              {"reset_v_reset", 593},
-              {"reset_i_bias", 1022},
-              {"reset_enable_multiplication", 1},
-              {"refractory_period_refractory_time", 250},
-              {"excitatory_input_enable", 1},
-              {"excitatory_input_i_bias_tau", 400},
-              {"excitatory_input_i_bias_gm", 16}});
+  // The benchmark's neuron (tests/support/benchmark_neuron.h), stronger
+  // synapses (gm 16) for the fewer sources.
+  Params params;
+  for (const auto& [name, value] : test_support::BenchmarkAdExNeuron()) {
+    params.emplace_back(name, value);
+  }
+  params.emplace_back("excitatory_input_i_bias_gm", 16);
+  AddNeurons(e, neurons, params);
   Population* src = e.add_populations();
   src->set_size(32);
   src->set_cell_type(hxemu::v1::CELL_TYPE_SPIKE_SOURCE_POISSON);
