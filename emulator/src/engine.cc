@@ -375,7 +375,9 @@ std::pair<double, float> RefineStep(const StiffConstants& sc, int k,
 // noise_scale: 1, or 0 in macro-step mode (the noise comes as one kick per
 // macro step, in CoarseStep). kNoise = false: noise_scale is 0, the noise term
 // (+0 z) is skipped (the generators still advance: CoarseStep continues
-// their streams).
+// their streams); that is the compact pool of macro-step mode, where the
+// exponential term is stepped by ExpExcess (kExactExp below).
+// kInh = false: no synapse is inhibitory
 // (NeuronConstants::inhibitory_input), I_inh stays +0 and its terms are
 // skipped (x - G 0 = x); kFull implies kInh.
 template <bool kNonLinear, bool kFull, bool kNoise, bool kInh>
@@ -706,10 +708,14 @@ bool Step(const NeuronConstants& nc, NeuronState& st, int count, bool noise) {
 // the reset regime for all m ticks. The linear part is exact, with the
 // events of the macro step at their ticks (bins[j]: the currents that arrive
 // at the start of tick j, same layout as current_amp; `used` lists the j
-// that have any); the non-linear part is ETD2 over m ticks. Slots that do
-// not qualify keep their state and get fine[i] = 1 (they step tick by tick).
-// Vectorised like StepNeurons: no control flow per slot.
-// kNonLinear, kFull, kInh: as for StepNeurons.
+// that have any); the exponential term by ExpExcess on the upswing, by ETD2
+// elsewhere, the adaptation current by ETD2. The macro step's noise kick is
+// added to every slot first. Slots that do not qualify keep their state
+// (with the kick) and get fine[i] = 1 (they step tick by tick). The event
+// sums use the free regime's gains; the slots in the reset regime, all in
+// `refractory_slots`, are summed again with theirs. Vectorised like
+// StepNeurons: no control flow per slot. kNonLinear, kFull, kInh: as for
+// StepNeurons.
 template <bool kNonLinear, bool kFull, bool kInh>
 HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
                                     int m, const float* __restrict bins,
