@@ -616,9 +616,13 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
     spiked[i] = static_cast<Flag>(fire);
     any |= fire;
   }
+  // kExactExp: some slot is marked for RefineStep.
+  bool any_refine = false;
   if constexpr (kExactExp) {
-    // The caller reads spiked only if a slot fired.
-    if (any != 0) {
+    for (int i = 0; i < loop_count; ++i) any_refine |= refine[i] != 0.0f;
+    // The caller reads spiked only if a slot fired (RefineStep may make one
+    // fire).
+    if (any != 0 || any_refine) {
       for (int i = 0; i < loop_count; ++i) {
         st.spiked[i] = static_cast<uint8_t>(st.spiked_i32[i]);
       }
@@ -663,13 +667,8 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
       }
       st.any_stiff = any_stiff != 0;
     } else {
-      for (int i = 0; i < loop_count; ++i) {
+      for (int i = 0; any_refine && i < loop_count; ++i) {
         if (refine[i] == 0.0f) continue;
-        if (any == 0) {
-          // The copy above was skipped: other slots' spiked is stale.
-          for (int q = 0; q < loop_count; ++q) st.spiked[q] = 0;
-          any = -1;  // (nonzero; refine_slot ORs in its fire)
-        }
         refine_slot(i, start_refractory[i], start_noise_inc[i],
                     static_cast<double>(v_prev[i]) + start_v_lo[i], 0.0f,
                     start_i_exc[i], start_i_inh[i]);

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cmath>
 #include <limits>
 
@@ -606,16 +607,9 @@ void SortInputSpikes(std::vector<InputSpike>& spikes) {
     max_step = std::max(max_step, s.step);
     max_node = std::max(max_node, s.node);
   }
-  auto bits = [](uint64_t x) {
-    int b = 0;
-    while (x != 0) {
-      ++b;
-      x >>= 1;
-    }
-    return b;
-  };
-  const int node_bits = bits(static_cast<uint64_t>(max_node));
-  const int key_bits = node_bits + bits(static_cast<uint64_t>(max_step));
+  const int node_bits = std::bit_width(static_cast<uint64_t>(max_node));
+  const int key_bits =
+      node_bits + std::bit_width(static_cast<uint64_t>(max_step));
   if (key_bits > 63) {  // (not with the validated limits)
     std::sort(spikes.begin(), spikes.end());
     return;
