@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
 #include "hxemu/emulator/chip_constants.h"
 #include "model_constants.h"
 #include "random.h"
@@ -1018,7 +1019,7 @@ struct FinePool {
 
   // Makes the pool hold exactly the slots of `fine_list`; returns the number
   // of positions.
-  int Update(const NeuronConstants& nc, const std::vector<int>& fine_list,
+  int Update(const NeuronConstants& nc, absl::Span<const int> fine_list,
              const int32_t* fine, NeuronConstants& sub) {
     if (pos_of_slot.empty()) pos_of_slot.assign(nc.num_slots, -1);
     // Remove the slots that are no longer fine: the last position fills
@@ -1266,8 +1267,9 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
   st.may_force = conn.any_bypass;
   sub_st.may_force = conn.any_bypass;
   FinePool pool;
-  std::vector<int> fine_list;
-  fine_list.reserve(n);
+  // fine_list[0, num_listed): the fine slots (macro-step mode).
+  std::vector<int> fine_list(n);
+  int num_listed = 0;
   // Slots that fired and may still be refractory (CoarseStep's reset-regime
   // slots are among them); in_refractory_list[slot]: slot is listed.
   std::vector<int> refractory_slots;
@@ -1324,7 +1326,7 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
         const double noise_lsb =
             !net.cadc_noise ? 0.0
                             : model::kCadcNoiseLsb *
-                                  random::Gaussian(random::Hash(
+                                  random::ReadoutGaussian(random::Hash(
                                       cadc_noise_key, next_cadc,
                                       static_cast<uint64_t>(nc.circuit[s])));
         read->add_codes(static_cast<uint32_t>(std::clamp<int64_t>(
@@ -1361,7 +1363,7 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
     std::sort(used.begin(), used.end());
 
     // 2. Macro step of the neurons far from threshold; the others are fine.
-    fine_list.clear();
+    num_listed = 0;
     if (macro > 1) {
       // Slots whose refractory period has run out leave the list.
       for (size_t r = 0; r < refractory_slots.size();) {
@@ -1397,17 +1399,14 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
         CoarseStep<true, true, true>(nc, st, m, b, used.data(), num_used,
                                      refractory_slots, fine.data());
       }
-      // Branch-free compaction (about a third of the slots are fine).
-      fine_list.resize(n);
-      int num = 0;
+      // Branch-free compaction (a few slots are fine).
       for (int i = 0; i < n; ++i) {
-        fine_list[num] = i;
-        num += fine[i];
+        fine_list[num_listed] = i;
+        num_listed += fine[i];
       }
-      fine_list.resize(num);
     }
     const bool all_fine = macro == 1;
-    const int num_fine = all_fine ? n : static_cast<int>(fine_list.size());
+    const int num_fine = all_fine ? n : num_listed;
 
     // 3. The fine neurons tick by tick (and the MADC). In macro-step mode
     // they are gathered into the compact network `sub` first, so that the
@@ -1418,7 +1417,8 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
       if (!all_fine) {
         // Whole vectors (free positions padded, computed but never
         // recorded or written back), so no scalar remainder loop runs.
-        k = pool.Update(nc, fine_list, fine.data(), sub_nc);
+        k = pool.Update(nc, absl::MakeConstSpan(fine_list.data(), num_listed),
+                        fine.data(), sub_nc);
         GatherState(st, n, pool, sub_st);
       }
       const NeuronConstants& fnc = all_fine ? nc : sub_nc;
@@ -1506,7 +1506,7 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
               !net.madc_noise
                   ? 0.0
                   : model::kMadcNoiseLsb *
-                        random::Gaussian(random::Hash(
+                        random::ReadoutGaussian(random::Hash(
                             madc_noise_key, static_cast<uint64_t>(sample)));
           const int64_t code =
               std::clamp<int64_t>(std::llround(volt * net.madc_lsb_per_volt +
