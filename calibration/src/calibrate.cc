@@ -500,6 +500,9 @@ class Calibrator {
   Configs configs_;
   std::vector<CircuitMeasurement> measured_;
   std::vector<std::vector<std::string>> failed_;
+  // Why a target was calibrated at another value than asked (for the
+  // calibration's warning), or empty.
+  std::string lowered_target_;
 };
 
 absl::StatusOr<Outcome> Calibrator::Search(const Calib& calib,
@@ -683,6 +686,12 @@ absl::Status Calibrator::CalibrateCoba(bool excitatory) {
   // range reaches down to the CADC's floor).
   const double e_cal =
       excitatory ? std::min(*e_target, kCobaMaxReversalExcCadc) : *e_target;
+  if (e_cal != *e_target) {
+    lowered_target_ = absl::StrCat(
+        "e_coba_reversal_exc ", *e_target,
+        " CADC LSB lies beyond the emulated chip's range, calibrated at ",
+        e_cal, " instead");
+  }
   // The reference keeps its relative position between the leak and the
   // reversal potential (linear interpolation): matched at the requested
   // reference, a lowered reversal would lie too close to it for any
@@ -890,10 +899,13 @@ absl::StatusOr<Calibration> Calibrator::Run() {
     if (!failed_[i].empty()) ++failed;
   }
   cal.set_num_failed(failed);
-  if (failed > 0) {
-    cal.set_warning(
-        absl::StrCat("calibration failed for ", failed, " neurons"));
+  std::string warning =
+      failed > 0 ? absl::StrCat("calibration failed for ", failed, " neurons")
+                 : "";
+  if (!lowered_target_.empty()) {
+    absl::StrAppend(&warning, warning.empty() ? "" : "; ", lowered_target_);
   }
+  cal.set_warning(warning);
   cal.set_compute_time_s(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count());

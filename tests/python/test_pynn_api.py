@@ -333,9 +333,10 @@ def test_calib_coba_defaults_on_the_server(server_address, pynn):
     pop.record("v")
     pynn.Projection(source, pop, pynn.AllToAllConnector(),
                     pynn.StaticSynapse(weight=63), receptor_type="excitatory")
-    with pytest.warns(RuntimeWarning, match="calibration"):
-        # e_rev_E 300 lies beyond what the emulated chip reaches: reported
-        # as a failed target, the neuron is still calibrated for the rest
+    with pytest.warns(RuntimeWarning, match="e_coba_reversal_exc 300"):
+        # e_rev_E 300 lies beyond what the emulated chip reaches: calibrated
+        # at the highest reachable value instead (calix's rule), with a
+        # warning that says so
         pynn.run(0.06)
     state = pynn.simulator.state
     assert state.last_experiment.synapse_dac_bias == 400
