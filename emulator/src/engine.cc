@@ -380,9 +380,10 @@ std::pair<double, float> RefineStep(const StiffConstants& sc, int k,
 // in macro-step mode).
 // noise_scale: 1, or 0 in macro-step mode (the noise comes as one kick per
 // macro step, in CoarseStep). kNoise = false: noise_scale is 0, the noise term
-// (+0 z) is skipped (the generators still advance: CoarseStep continues
-// their streams); that is the compact pool of macro-step mode, where the
-// exponential term is stepped by ExpExcess (kExactExp below).
+// (+0 z) is skipped and the generators do not advance (CoarseStep continues
+// their streams with the next kick); that is the compact pool of macro-step
+// mode, where the exponential term is stepped by ExpExcess (kExactExp
+// below).
 // kInh = false: no synapse is inhibitory
 // (NeuronConstants::inhibitory_input), I_inh stays +0 and its terms are
 // skipped (x - G 0 = x); kFull implies kInh.
@@ -505,10 +506,6 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
     const float inh_gain =
         kInh ? Blend(reset, inh_gain_reset[i], inh_gain_free[i]) : 0.0f;
 
-    const uint32_t r0 = random::XorShift32(noise[i]);
-    const uint32_t r1 = random::XorShift32(r0);
-    noise[i] = r1;
-
     const float v_old = v[i];
     const float ie = i_exc[i];
     const float ii = kInh ? i_inh[i] : 0.0f;
@@ -520,6 +517,9 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
     if constexpr (kInh) inc_lin = inc_lin - inh_gain * ii;
     float noise_inc = 0.0f;
     if constexpr (kNoise) {
+      const uint32_t r0 = random::XorShift32(noise[i]);
+      const uint32_t r1 = random::XorShift32(r0);
+      noise[i] = r1;
       noise_inc = noise_scale * noise_step[i] * random::IrwinHall4(r0, r1);
       inc_lin = inc_lin + noise_inc;
     }
