@@ -964,9 +964,13 @@ constexpr size_t kPadSlots = 8;
 // allocation once it has held all slots.
 //
 // Calls g(src, dst) for every per-slot array StepNeurons reads (the one list
-// of them, for resizing and for copying).
+// of them, for resizing and for copying), or with `all` = false only for
+// those that the pool's variant without adaptation and COBA input reads
+// (kExactExp: no COBA, adaptation, ETD2 or noise constants), a third fewer
+// copies per slot that joins the pool.
 template <typename G>
-void ForEachStepConstant(const NeuronConstants& nc, NeuronConstants& sub, G g) {
+void ForEachStepConstant(const NeuronConstants& nc, NeuronConstants& sub,
+                         bool all, G g) {
   g(nc.node, sub.node);
   for (int r = 0; r < kNumRegimes; ++r) {
     g(nc.decay[r], sub.decay[r]);
@@ -975,32 +979,36 @@ void ForEachStepConstant(const NeuronConstants& nc, NeuronConstants& sub, G g) {
     g(nc.exc_gain_volt_per_amp[r], sub.exc_gain_volt_per_amp[r]);
     g(nc.inh_gain_volt_per_amp[r], sub.inh_gain_volt_per_amp[r]);
     g(nc.etd1_s[r], sub.etd1_s[r]);
-    g(nc.etd2_s[r], sub.etd2_s[r]);
     g(nc.exp_pref_volt_per_s[r], sub.exp_pref_volt_per_s[r]);
-    g(nc.coba_exc[r], sub.coba_exc[r]);
-    g(nc.coba_inh[r], sub.coba_inh[r]);
+    if (all) {
+      g(nc.etd2_s[r], sub.etd2_s[r]);
+      g(nc.coba_exc[r], sub.coba_exc[r]);
+      g(nc.coba_inh[r], sub.coba_inh[r]);
+    }
   }
   g(nc.exp_v_t_volt, sub.exp_v_t_volt);
   g(nc.exp_inv_slope_per_volt, sub.exp_inv_slope_per_volt);
   g(nc.exp_slope_volt, sub.exp_slope_volt);
   g(nc.exp_arg_max, sub.exp_arg_max);
-  g(nc.coba_exc_rev_volt, sub.coba_exc_rev_volt);
-  g(nc.coba_inh_rev_volt, sub.coba_inh_rev_volt);
-  g(nc.adapt_a_siemens, sub.adapt_a_siemens);
-  g(nc.adapt_v_ref_volt, sub.adapt_v_ref_volt);
-  g(nc.adapt_decay, sub.adapt_decay);
-  g(nc.adapt_q1, sub.adapt_q1);
-  g(nc.adapt_q2, sub.adapt_q2);
-  g(nc.adapt_b_amp, sub.adapt_b_amp);
-  g(nc.inv_c_per_farad, sub.inv_c_per_farad);
-  g(nc.v_stiff_volt, sub.v_stiff_volt);
   g(nc.stiff, sub.stiff);
   g(nc.exc_decay, sub.exc_decay);
   g(nc.inh_decay, sub.inh_decay);
   g(nc.v_threshold_volt, sub.v_threshold_volt);
   g(nc.refractory_steps, sub.refractory_steps);
   g(nc.reset_release_steps, sub.reset_release_steps);
-  g(nc.noise_step_volt, sub.noise_step_volt);
+  if (all) {
+    g(nc.coba_exc_rev_volt, sub.coba_exc_rev_volt);
+    g(nc.coba_inh_rev_volt, sub.coba_inh_rev_volt);
+    g(nc.adapt_a_siemens, sub.adapt_a_siemens);
+    g(nc.adapt_v_ref_volt, sub.adapt_v_ref_volt);
+    g(nc.adapt_decay, sub.adapt_decay);
+    g(nc.adapt_q1, sub.adapt_q1);
+    g(nc.adapt_q2, sub.adapt_q2);
+    g(nc.adapt_b_amp, sub.adapt_b_amp);
+    g(nc.inv_c_per_farad, sub.inv_c_per_farad);
+    g(nc.v_stiff_volt, sub.v_stiff_volt);
+    g(nc.noise_step_volt, sub.noise_step_volt);
+  }
 }
 
 // The compact network `sub` as a pool of positions (pool_slot[p]: the slot
@@ -1038,7 +1046,8 @@ struct FinePool {
         pool_slot[p] = moved;
         pos_of_slot[moved] = p;
         ForEachStepConstant(
-            sub, sub, [&](const auto& src, auto& dst) { dst[p] = src[last]; });
+            sub, sub, nc.adapt_or_coba,
+            [&](const auto& src, auto& dst) { dst[p] = src[last]; });
       }
       pool_slot[last] = -1;
     }
@@ -1047,13 +1056,14 @@ struct FinePool {
       const int p = active++;
       if (p >= static_cast<int>(pool_slot.size())) {
         pool_slot.resize(p + kPadSlots, -1);
-        ForEachStepConstant(nc, sub, [&](const auto& src, auto& dst) {
-          dst.resize(p + kPadSlots, src[i]);
-        });
+        ForEachStepConstant(nc, sub, /*all=*/true,
+                            [&](const auto& src, auto& dst) {
+                              dst.resize(p + kPadSlots, src[i]);
+                            });
       }
       pool_slot[p] = i;
       pos_of_slot[i] = p;
-      ForEachStepConstant(nc, sub,
+      ForEachStepConstant(nc, sub, nc.adapt_or_coba,
                           [&](const auto& src, auto& dst) { dst[p] = src[i]; });
     }
     size = static_cast<int>((active + kPadSlots - 1) / kPadSlots * kPadSlots);
