@@ -1202,8 +1202,13 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
     bypass[n + i] = nc.bypass_inh[i];
   }
   int bin = 0;  // bin of the step being delivered
+  // A bin holds its values only while it is used (bin_used): the first event
+  // of a macro step into it writes it whole, later ones add. (What delivery
+  // can write: the inhibitory half only if some synapse is inhibitory.)
+  const int64_t bin_floats = nc.inhibitory_input ? 2 * n : n;
   auto deliver = [&](int64_t node) {
-    if (!bin_used[bin]) {
+    const bool first = !bin_used[bin];
+    if (first) {
       bin_used[bin] = 1;
       used.push_back(bin);
     }
@@ -1211,8 +1216,18 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
     const int64_t e0 = conn.row_begin[node];
     const int64_t e1 = conn.row_begin[node + 1];
     if (conn.contiguous[node] && e1 > e0) {
-      AddRow(b + conn.target[e0], conn.amplitude_amp.data() + e0, e1 - e0);
+      const int64_t t0 = conn.target[e0];
+      const int64_t t1 = t0 + (e1 - e0);
+      if (first) {
+        std::fill(b, b + t0, 0.0f);
+        std::copy(conn.amplitude_amp.data() + e0,
+                  conn.amplitude_amp.data() + e1, b + t0);
+        std::fill(b + t1, b + bin_floats, 0.0f);
+      } else {
+        AddRow(b + t0, conn.amplitude_amp.data() + e0, e1 - e0);
+      }
     } else {
+      if (first) std::fill(b, b + bin_floats, 0.0f);
       for (int64_t e = e0; e < e1; ++e) {
         b[conn.target[e]] += conn.amplitude_amp[e];
       }
@@ -1552,13 +1567,9 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
       if (!all_fine) ScatterState(sub_st, n, pool, st);
     }
 
-    // 5. Empty the bins of this macro step.
-    // (Only what delivery can have written: the inhibitory half if any
-    // synapse is inhibitory, the bypass flags if any target has bypass.)
-    const int bin_floats = nc.inhibitory_input ? 2 * n : n;
+    // 5. Release the bins of this macro step (empty the bypass flags; the
+    // currents are overwritten by their next first event).
     for (int j : used) {
-      std::fill_n(bins.begin() + static_cast<ptrdiff_t>(j) * 2 * n, bin_floats,
-                  0.0f);
       if (conn.any_bypass) {
         std::fill_n(forced_bins.begin() + static_cast<ptrdiff_t>(j) * n, n, 0);
       }
