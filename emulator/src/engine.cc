@@ -761,15 +761,74 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
   }
   // (b) Events at tick j act for the remaining m - j ticks, with the gains
   // of the free regime: (b2) recomputes the few slots in the reset regime.
-  for (int u = 0; u < num_used; ++u) {
+  // Two ticks per pass over the slots (each sum is still added tick by tick,
+  // in the order of `used`): half the loads and stores of the sums.
+  struct TickTerms {
+    const float* be;  // bins[j], excitatory
+    const float* bi;  // ... inhibitory
+    const float* ge;  // free-regime gains for the m - j remaining ticks
+    const float* gi;
+    const float* de;  // current decays
+    const float* di;
+  };
+  auto terms = [&](int u) {
     const int j = used[u];
     const size_t tr = static_cast<size_t>(m - j - 1) * n;
-    const float* __restrict be = bins + static_cast<size_t>(j) * 2 * n;
-    const float* __restrict bi = be + n;
-    const float* __restrict ge = nc.m_exc_gain[kFree].data() + tr;
-    const float* __restrict gi = nc.m_inh_gain[kFree].data() + tr;
-    const float* __restrict de = nc.m_exc_decay.data() + tr;
-    const float* __restrict di = nc.m_inh_decay.data() + tr;
+    const float* be = bins + static_cast<size_t>(j) * 2 * n;
+    return TickTerms{be,
+                     be + n,
+                     nc.m_exc_gain[kFree].data() + tr,
+                     nc.m_inh_gain[kFree].data() + tr,
+                     nc.m_exc_decay.data() + tr,
+                     nc.m_inh_decay.data() + tr};
+  };
+  int paired = 0;
+  for (; paired + 2 <= num_used; paired += 2) {
+    const TickTerms t0 = terms(paired);
+    const TickTerms t1 = terms(paired + 1);
+    const float* __restrict be0 = t0.be;
+    const float* __restrict bi0 = t0.bi;
+    const float* __restrict ge0 = t0.ge;
+    const float* __restrict gi0 = t0.gi;
+    const float* __restrict de0 = t0.de;
+    const float* __restrict di0 = t0.di;
+    const float* __restrict be1 = t1.be;
+    const float* __restrict bi1 = t1.bi;
+    const float* __restrict ge1 = t1.ge;
+    const float* __restrict gi1 = t1.gi;
+    const float* __restrict de1 = t1.de;
+    const float* __restrict di1 = t1.di;
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC ivdep
+#endif
+    for (int i = 0; i < n; ++i) {
+      float sv = acc_v[i];
+      float se = acc_e[i];
+      if constexpr (kInh) {
+        float si = acc_i[i];
+        sv += ge0[i] * be0[i] - gi0[i] * bi0[i];
+        si += di0[i] * bi0[i];
+        sv += ge1[i] * be1[i] - gi1[i] * bi1[i];
+        si += di1[i] * bi1[i];
+        acc_i[i] = si;
+      } else {
+        sv += ge0[i] * be0[i];
+        sv += ge1[i] * be1[i];
+      }
+      se += de0[i] * be0[i];
+      se += de1[i] * be1[i];
+      acc_v[i] = sv;
+      acc_e[i] = se;
+    }
+  }
+  if (paired < num_used) {
+    const TickTerms t0 = terms(paired);
+    const float* __restrict be = t0.be;
+    const float* __restrict bi = t0.bi;
+    const float* __restrict ge = t0.ge;
+    const float* __restrict gi = t0.gi;
+    const float* __restrict de = t0.de;
+    const float* __restrict di = t0.di;
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC ivdep
 #endif
