@@ -12,13 +12,16 @@
 // Prints, for one chip on one thread and for two chips on two threads:
 //   neuron-steps/s   placed neurons x 8 ns steps of hardware time per wall s
 //   hw ms/s          milliseconds of hardware time per wall second (per chip)
-// and, if /usr/bin/python3 has brian2, the same network on Brian2's
+// (the median of --repeats runs, with their range: the first run of a
+// process is ~20 % slower, cold, and a shared machine's speed varies) and,
+// if /usr/bin/python3 has brian2, the same network on Brian2's
 // cpp_standalone target: the peer script's own figure (including Python and
 // the C++ compilation), then its compiled simulation run again alone, and the
 // ratios.
 //
 // Usage: emulator_bench [--runtime_ms=2] [--brian_steps=200000] [--no_brian]
 //                       [--no_macro] [--no_noise] [--mixed] [--accuracy]
+//                       [--repeats=3]
 #include <sys/resource.h>
 #include <time.h>
 
@@ -310,6 +313,7 @@ int Main(int argc, char** argv) {
   int64_t brian_steps = 200000;
   bool brian = true;
   bool accuracy = false;
+  int repeats = 3;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     if (arg.starts_with("--runtime_ms=")) {
@@ -326,11 +330,14 @@ int Main(int argc, char** argv) {
       g_mixed = true;
     } else if (arg == "--accuracy") {
       accuracy = true;
+    } else if (arg.starts_with("--repeats=") &&
+               std::strtol(argv[i] + 10, nullptr, 10) >= 1) {
+      repeats = static_cast<int>(std::strtol(argv[i] + 10, nullptr, 10));
     } else {
       std::fprintf(stderr,
                    "usage: %s [--runtime_ms=2] [--brian_steps=200000] "
                    "[--no_brian] [--no_macro] [--no_noise] [--mixed] "
-                   "[--accuracy]\n",
+                   "[--accuracy] [--repeats=3 (>= 1)]\n",
                    argv[0]);
       return 2;
     }
@@ -350,8 +357,24 @@ int Main(int argc, char** argv) {
   double one_chip_ms_per_s = 0.0;
   double one_chip_ms_per_cpu_s = 0.0;
   for (int chips : {1, 2}) {
-    const std::optional<ChipFigures> f = RunChips(chips, e);
-    if (!f) return 1;
+    // The median of `repeats` runs (a shared machine's speed varies by
+    // +-10 % from one second to the next), with the range; every run must
+    // give the same result.
+    std::vector<ChipFigures> runs;
+    for (int r = 0; r < repeats; ++r) {
+      const std::optional<ChipFigures> run = RunChips(chips, e);
+      if (!run) return 1;
+      if (!runs.empty() && run->fingerprint != runs.front().fingerprint) {
+        std::fprintf(stderr, "run %d gave another result than run 0\n", r);
+        return 1;
+      }
+      runs.push_back(*run);
+    }
+    std::sort(runs.begin(), runs.end(),
+              [](const ChipFigures& a, const ChipFigures& b) {
+                return a.wall_s < b.wall_s;
+              });
+    const ChipFigures* f = &runs[runs.size() / 2];
     const double hw_ms_per_s = runtime_ms / f->wall_s;  // per chip
     if (chips == 1) {
       one_chip_ms_per_s = hw_ms_per_s;
@@ -367,6 +390,13 @@ int Main(int argc, char** argv) {
         chips * kNeurons * runtime_ms * steps_per_ms / f->wall_s / 1e6,
         hw_ms_per_s, chips * hw_ms_per_s, runtime_ms / f->cpu_s, f->cpu_s,
         static_cast<unsigned long long>(f->fingerprint));
+    if (repeats > 1) {
+      std::printf(
+          "  (median of %d runs; per chip %.1f .. %.1f ms hardware per wall "
+          "s)\n",
+          repeats, runtime_ms / runs.back().wall_s,
+          runtime_ms / runs.front().wall_s);
+    }
   }
   if (accuracy && !PrintAccuracy(e)) return 1;
   if (!brian) return 0;
