@@ -37,12 +37,12 @@ int64_t SynapsesOf(int32_t w) {
 }
 
 // One connection, with where it goes.
-// (20 bytes: a full chip has 131072 of them, sorted and scanned several
-// times. Nodes are int32 throughout the emulator, see Connectivity.)
+// Made in projection order, one per connection (projection j, index k):
+// the entry index is the connection's position in that order. (12 bytes: a
+// full chip has 131072 of them, scanned several times. Nodes are int32
+// throughout the emulator, see Connectivity.)
 struct Entry {
-  int32_t source;  // node
-  int32_t projection;
-  int32_t index;     // within the projection
+  int32_t source;    // node
   int32_t synapses;  // SynapsesOf(weight)
   int16_t column;
   int8_t hemisphere;
@@ -66,30 +66,33 @@ int ArrayRow(int bus, int n) {
   return 2 * driver + n % 2;
 }
 
-// Sorts `entries`, made in (projection, index) order, by (hemisphere,
-// source, receptor, column, projection, index): a stable sort by the first
-// four.
-// Two stable counting sorts of an index (by column, then by the rest), and
-// one move of the entries: linear time (std::sort took ~4 ms for the 131072
-// connections of a full chip). Where sources are many more than connections,
-// std::stable_sort instead (the counts would be mostly empty).
-void SortEntries(std::vector<Entry>& entries, int64_t num_nodes) {
+// The order of `entries` (made in (projection, index) order) by
+// (hemisphere, source, receptor, column, projection, index): order[k] is the
+// entry at sorted position k. A stable sort by the first four gives it: two
+// stable counting sorts of the index (by column, then by the rest), linear
+// time (std::sort of the entries took ~4 ms for the 131072 connections of a
+// full chip, moving them ~1 ms). Where sources are many more than
+// connections, std::stable_sort instead (the counts would be mostly empty).
+std::vector<uint32_t> SortedOrder(const std::vector<Entry>& entries,
+                                  int64_t num_nodes) {
   const size_t n = entries.size();
   const auto group_key = [num_nodes](const Entry& en) {
     return (static_cast<int64_t>(en.hemisphere) * num_nodes + en.source) * 2 +
            en.receptor;
   };
+  std::vector<uint32_t> order(n);
   const int64_t num_keys = kNumNeuronRows * num_nodes * 2;
   if (num_keys > 4 * static_cast<int64_t>(n) + 4096) {
-    std::stable_sort(entries.begin(), entries.end(),
-                     [&](const Entry& a, const Entry& b) {
-                       const int64_t ka = group_key(a), kb = group_key(b);
-                       return ka != kb ? ka < kb : a.column < b.column;
-                     });
-    return;
+    for (size_t a = 0; a < n; ++a) order[a] = static_cast<uint32_t>(a);
+    std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+      const int64_t ka = group_key(entries[a]);
+      const int64_t kb = group_key(entries[b]);
+      return ka != kb ? ka < kb : entries[a].column < entries[b].column;
+    });
+    return order;
   }
-  // order[k]: the entry at sorted position k; count[key]: first position.
-  std::vector<uint32_t> by_column(n), order(n);
+  // count[key]: the first position of key.
+  std::vector<uint32_t> by_column(n);
   std::vector<int64_t> count(kNumNeuronColumns + 1, 0);
   for (const Entry& en : entries) ++count[en.column + 1];
   for (int c = 0; c < kNumNeuronColumns; ++c) count[c + 1] += count[c];
@@ -102,10 +105,7 @@ void SortEntries(std::vector<Entry>& entries, int64_t num_nodes) {
   for (const uint32_t a : by_column) {
     order[count[group_key(entries[a])]++] = a;
   }
-  std::vector<Entry> sorted;
-  sorted.reserve(n);
-  for (const uint32_t a : order) sorted.push_back(entries[a]);
-  entries = std::move(sorted);
+  return order;
 }
 
 class Router {
@@ -144,45 +144,49 @@ class Router {
         entries.push_back(
             {static_cast<int32_t>(node_begin_[proj.pre_population()] +
                                   proj.pre_indices(k)),
-             j, k, static_cast<int32_t>(SynapsesOf(proj.weights(k))),
+             static_cast<int32_t>(SynapsesOf(proj.weights(k))),
              static_cast<int16_t>(c % kNumNeuronColumns),
              static_cast<int8_t>(c / kNumNeuronColumns),
              static_cast<int8_t>(receptor)});
       }
     }
-    SortEntries(entries, node_begin_.back());
     if (absl::Status s = CheckInDegree(entries); !s.ok()) return s;
+    // sorted(k): the entry at sorted position k.
+    const std::vector<uint32_t> order =
+        SortedOrder(entries, node_begin_.back());
+    const auto sorted = [&](size_t k) -> const Entry& {
+      return entries[order[k]];
+    };
 
-    // Groups: runs of equal (hemisphere, source, receptor).
+    // Groups: runs of equal (hemisphere, source, receptor), as ranges of
+    // sorted positions.
     struct Group {
-      size_t begin, end;  // entries
+      size_t begin, end;  // sorted positions
       int64_t rows;       // rows needed
       int64_t columns;    // columns touched
       int bus;            // fixed bus or kFreeBus
+    };
+    const auto same_group = [](const Entry& x, const Entry& y) {
+      return x.hemisphere == y.hemisphere && x.source == y.source &&
+             x.receptor == y.receptor;
     };
     std::vector<Group> groups;
     for (size_t a = 0; a < entries.size();) {
       size_t b = a;
       int64_t rows = 0, columns = 0;
-      while (b < entries.size() &&
-             entries[b].hemisphere == entries[a].hemisphere &&
-             entries[b].source == entries[a].source &&
-             entries[b].receptor == entries[a].receptor) {
+      while (b < entries.size() && same_group(sorted(b), sorted(a))) {
         const size_t col_begin = b;
         int64_t in_column = 0;
-        while (b < entries.size() &&
-               entries[b].hemisphere == entries[col_begin].hemisphere &&
-               entries[b].source == entries[col_begin].source &&
-               entries[b].receptor == entries[col_begin].receptor &&
-               entries[b].column == entries[col_begin].column) {
-          in_column += entries[b].synapses;
+        while (b < entries.size() && same_group(sorted(b), sorted(col_begin)) &&
+               sorted(b).column == sorted(col_begin).column) {
+          in_column += sorted(b).synapses;
           ++b;
         }
         rows = std::max(rows, in_column);
         columns += in_column > 0;
       }
       if (rows > 0) {
-        groups.push_back({a, b, rows, columns, FixedBus(entries[a].source)});
+        groups.push_back({a, b, rows, columns, FixedBus(sorted(a).source)});
       }
       a = b;
     }
@@ -198,25 +202,27 @@ class Router {
 
     std::array<std::array<Bus, kNumPadiBusesPerHemisphere>, kNumNeuronRows>
         buses;
-    // Per entry: its first synapse's piece of its group's rows.
+    // Per entry (index in `entries`): its group, and its first synapse's
+    // piece of the group's rows.
+    std::vector<int> group_of_entry(entries.size(), -1);
     std::vector<int> entry_first_piece(entries.size(), 0);
     std::vector<std::vector<int>> group_rows(groups.size());
     for (size_t g = 0; g < groups.size(); ++g) {
       const Group& grp = groups[g];
-      const int h = entries[grp.begin].hemisphere;
-      const int receptor = entries[grp.begin].receptor;
+      const int h = sorted(grp.begin).hemisphere;
+      const int receptor = sorted(grp.begin).receptor;
       // Piece t covers the columns with more than t synapses.
       std::vector<Columns> pieces(grp.rows);
       for (size_t a = grp.begin; a < grp.end;) {
         size_t b = a;
         int64_t in_column = 0;
-        while (b < grp.end && entries[b].column == entries[a].column) {
-          entry_first_piece[b] = static_cast<int>(in_column);
-          in_column += entries[b].synapses;
+        while (b < grp.end && sorted(b).column == sorted(a).column) {
+          group_of_entry[order[b]] = static_cast<int>(g);
+          entry_first_piece[order[b]] = static_cast<int>(in_column);
+          in_column += sorted(b).synapses;
           ++b;
         }
-        for (int64_t t = 0; t < in_column; ++t)
-          pieces[t].set(entries[a].column);
+        for (int64_t t = 0; t < in_column; ++t) pieces[t].set(sorted(a).column);
         a = b;
       }
       int best_bus = grp.bus;
@@ -238,7 +244,7 @@ class Router {
       }
       if (best_bus == kFreeBus ||
           !Place(buses[h][best_bus], receptor, pieces, group_rows[g])) {
-        return SourceDistributionFailed(entries[grp.begin], best_bus);
+        return SourceDistributionFailed(sorted(grp.begin), best_bus);
       }
       for (int& n : group_rows[g]) n = ArrayRow(best_bus, n);
       for (int n : group_rows[g]) {
@@ -247,28 +253,18 @@ class Router {
       }
     }
 
-    // Synapses per connection, in projection order.
-    std::vector<std::vector<int64_t>> entry_of(e_.projections_size());
-    for (int j = 0; j < e_.projections_size(); ++j) {
-      entry_of[j].assign(e_.projections(j).pre_indices_size(), -1);
-    }
-    std::vector<int> group_of_entry(entries.size(), -1);
-    for (size_t g = 0; g < groups.size(); ++g) {
-      for (size_t a = groups[g].begin; a < groups[g].end; ++a) {
-        group_of_entry[a] = static_cast<int>(g);
-      }
-    }
-    for (size_t a = 0; a < entries.size(); ++a) {
-      entry_of[entries[a].projection][entries[a].index] =
-          static_cast<int64_t>(a);
-    }
+    // Synapses per connection, in projection order (the order of
+    // `entries`).
+    int64_t num_synapses = 0;
+    for (const Entry& en : entries) num_synapses += en.synapses;
+    out.synapses.reserve(static_cast<size_t>(num_synapses));
+    size_t a = 0;  // entry of (j, k)
     for (int j = 0; j < e_.projections_size(); ++j) {
       const hxemu::v1::Projection& proj = e_.projections(j);
       std::vector<int64_t>& begin = out.synapse_begin[j];
       begin.assign(proj.pre_indices_size() + 1, 0);
-      for (int k = 0; k < proj.pre_indices_size(); ++k) {
+      for (int k = 0; k < proj.pre_indices_size(); ++k, ++a) {
         begin[k] = static_cast<int64_t>(out.synapses.size());
-        const size_t a = static_cast<size_t>(entry_of[j][k]);
         const Entry& en = entries[a];
         int64_t left = std::abs(static_cast<int64_t>(proj.weights(k)));
         for (int64_t t = 0; t < en.synapses; ++t) {
