@@ -746,6 +746,10 @@ TEST(CalibrateTest, CobaReachesReversalPotentialsOrCalibratesLower) {
   EXPECT_EQ(cal->targets().e_coba_reference_inh(), 102.5);
   EXPECT_EQ(cal->targets().e_coba_reversal_exc(), 300);
   EXPECT_EQ(cal->num_failed(), 0u) << cal->warning();
+  // The lowered target is said, though every circuit succeeds.
+  EXPECT_EQ(cal->warning(),
+            "e_coba_reversal_exc 300 CADC LSB lies beyond the emulated chip's "
+            "range, calibrated at 170 instead");
   // A reachable excitatory target below it needs smaller codes.
   hxemu::v1::CalibrationTargets low;
   low.set_e_coba_reversal_exc(150);
@@ -753,6 +757,7 @@ TEST(CalibrateTest, CobaReachesReversalPotentialsOrCalibratesLower) {
       Calibrate(chip, low, options);
   ASSERT_TRUE(cal_low.ok()) << cal_low.status();
   EXPECT_EQ(cal_low->num_failed(), 0u) << cal_low->warning();
+  EXPECT_EQ(cal_low->warning(), "");
   for (int i = 0; i < cal->circuits_size(); ++i) {
     const auto& cc = cal->circuits(i);
     EXPECT_TRUE(cc.success());
