@@ -347,7 +347,10 @@ def test_calib_coba_defaults_on_the_server(server_address, pynn):
     times, codes = signal.times.magnitude, signal.magnitude.ravel()
     rest = np.mean(codes[(times > 0.005) & (times < 0.019)])
     peak = np.mean(codes[(times > 0.022) & (times < 0.032)])
-    assert peak > rest + 10, (rest, peak)
+    # The PSP is ~12 LSB; the difference of the two windows' means varies by
+    # ~1 LSB from trial to trial (every run draws fresh noise), so 10 failed
+    # about one run in twenty.
+    assert peak > rest + 5, (rest, peak)
 
 
 def test_chip_from_nightly_and_initial_config(server_address, pynn, tmp_path):
