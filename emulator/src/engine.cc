@@ -489,6 +489,7 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
   }
   int any = 0;
   int any_stiff = 0;
+  int any_marked = 0;  // kExactExp: some slot is marked for RefineStep
   // The arrays never alias (one std::vector each), but GCC ignores
   // __restrict on locals; ivdep spares the run-time alias checks that would
   // otherwise stop vectorisation.
@@ -555,7 +556,9 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
                                      v_old + inc > v_clamp + 0.1f * exp_slope[i]
                                  ? 1.0f
                                  : 0.0f;
-        refine[i] = below_clamp * beyond;
+        const float mark = below_clamp * beyond;
+        refine[i] = mark;
+        any_marked |= static_cast<int>(mark != 0.0f);
         start_refractory[i] = left;
         start_v_lo[i] = v_lo[i];
         start_i_exc[i] = ie;
@@ -622,10 +625,8 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
     spiked[i] = static_cast<Flag>(fire);
     any |= fire;
   }
-  // kExactExp: some slot is marked for RefineStep.
-  bool any_refine = false;
+  const bool any_refine = any_marked != 0;
   if constexpr (kExactExp) {
-    for (int i = 0; i < loop_count; ++i) any_refine |= refine[i] != 0.0f;
     // The caller reads spiked only if a slot fired (RefineStep may make one
     // fire).
     if (any != 0 || any_refine) {
