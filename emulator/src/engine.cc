@@ -73,6 +73,7 @@ struct NeuronState {
     stiff_pending.reserve(nc.num_slots);
     const size_t n = static_cast<size_t>(nc.num_slots);
     refine.assign(n, 0);
+    stiff_end.assign(n, 0);
     start_refractory.assign(n, 0);
     start_v_lo.assign(n, 0.0f);
     start_i_exc.assign(n, 0.0f);
@@ -103,7 +104,9 @@ struct NeuronState {
 
   // Slots whose step is stiff, with their state at the step start (see
   // RefineStep). any_stiff: some slot ended the last step above its
-  // v_stiff_volt (true at the start, so the first step is checked too).
+  // v_stiff_volt (true at the start, so the first step is checked too);
+  // stiff_end[i]: slot i did, if stiff_end_valid (else every slot is
+  // compared).
   struct StiffStart {
     int slot;
     int32_t refractory_left;
@@ -112,6 +115,8 @@ struct NeuronState {
   };
   std::vector<StiffStart> stiff_pending;
   bool any_stiff = true;
+  std::vector<uint8_t> stiff_end;  // (bytes, as `spiked`: see StepNeurons)
+  bool stiff_end_valid = false;
 
   // Start state of the last step, kept by the exponential-only 8 ns step
   // (StepNeurons, kFull = false) for the slots it marks in `refine`: the
@@ -134,6 +139,27 @@ struct NeuronState {
 // the loop from vectorising.
 inline float Blend(float weight, float if_one, float if_zero) {
   return if_one * weight + if_zero * (1.0f - weight);
+}
+
+// Calls f(i) for every i < n with flags[i] != 0, in ascending order, 16
+// flags at a time: a block is looked at flag by flag only if one of its
+// flags is set (a few of 512 are, where this is used).
+template <typename Flag, typename F>
+void ForEachSetFlag(const Flag* flags, int n, F f) {
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    uint64_t words[2 * sizeof(Flag)];
+    std::memcpy(words, flags + i, sizeof words);
+    uint64_t any = 0;
+    for (const uint64_t w : words) any |= w;
+    if (any == 0) continue;
+    for (int q = i; q < i + 16; ++q) {
+      if (flags[q] != 0) f(q);
+    }
+  }
+  for (; i < n; ++i) {
+    if (flags[i] != 0) f(i);
+  }
 }
 
 // exp(x) for x in [kExpArgMin, kExpArgMax], branch-free and vectorisable
@@ -448,6 +474,7 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
   const float* __restrict v_stiff = nc.v_stiff_volt.data();
   const float* __restrict exp_slope = nc.exp_slope_volt.data();
   float* __restrict refine = st.refine.data();
+  uint8_t* __restrict stiff_end = st.stiff_end.data();
   int32_t* __restrict start_refractory = st.start_refractory.data();
   float* __restrict start_v_lo = st.start_v_lo.data();
   float* __restrict start_i_exc = st.start_i_exc.data();
@@ -478,12 +505,18 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
   }
   if constexpr (kStiffScan) {
     st.stiff_pending.clear();
-    if (st.any_stiff) {
+    // (Pointers captured by value: captured by reference, the main loop
+    // below would reload them from memory and not vectorise.)
+    auto record = [&st, refractory, noise, v, v_lo, adapt, i_exc,
+                   i_inh](int i) {
+      st.stiff_pending.push_back({i, refractory[i], noise[i], v[i], v_lo[i],
+                                  adapt[i], i_exc[i], i_inh[i]});
+    };
+    if (st.any_stiff && st.stiff_end_valid) {
+      ForEachSetFlag(st.stiff_end.data(), loop_count, record);
+    } else if (st.any_stiff) {
       for (int i = 0; i < loop_count; ++i) {
-        if (v[i] > v_stiff[i]) {
-          st.stiff_pending.push_back({i, refractory[i], noise[i], v[i], v_lo[i],
-                                      adapt[i], i_exc[i], i_inh[i]});
-        }
+        if (v[i] > v_stiff[i]) record(i);
       }
     }
   }
@@ -617,7 +650,9 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
         adapt[i] = w_new + static_cast<float>(fire) * adapt_b[i];
       }
       if constexpr (kStiffScan) {
-        any_stiff |= static_cast<int>(v_new > v_stiff[i]);
+        const int32_t stiff = static_cast<int32_t>(v_new > v_stiff[i]);
+        stiff_end[i] = static_cast<uint8_t>(stiff);
+        any_stiff |= stiff;
       }
     }
     v_prev[i] = v_old;
@@ -670,9 +705,12 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
             refine_slot(ss.slot, ss.refractory_left, noise_volt,
                         static_cast<double>(ss.v_volt) + ss.v_lo_volt, ss.w_amp,
                         ss.i_exc_amp, ss.i_inh_amp);
-        any_stiff |= static_cast<int>(v_new > v_stiff[ss.slot]);
+        const int32_t stiff = static_cast<int32_t>(v_new > v_stiff[ss.slot]);
+        stiff_end[ss.slot] = static_cast<uint8_t>(stiff);
+        any_stiff |= stiff;
       }
       st.any_stiff = any_stiff != 0;
+      st.stiff_end_valid = true;
     } else {
       for (int i = 0; any_refine && i < loop_count; ++i) {
         if (refine[i] == 0.0f) continue;
@@ -1185,6 +1223,8 @@ void GatherState(const NeuronState& st, int n, const FinePool& pool,
     sub.current_amp[k + q] = st.current_amp[n + i];
   }
   sub.any_stiff = true;
+  sub.stiff_end.resize(k);
+  sub.stiff_end_valid = false;
 }
 
 // Writes the state of the pool's slots back.
@@ -1485,24 +1525,8 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
         CoarseStep<true, true, true>(nc, st, m, b, used.data(), num_used,
                                      refractory_slots, fine.data());
       }
-      // Compaction, 16 slots at a time (a few slots of 512 are fine): a
-      // block is looked at slot by slot only if one of its flags is set.
-      int i = 0;
-      for (; i + 16 <= n; i += 16) {
-        uint64_t words[8];
-        std::memcpy(words, fine.data() + i, sizeof words);
-        uint64_t any = 0;
-        for (const uint64_t w : words) any |= w;
-        if (any == 0) continue;
-        for (int q = i; q < i + 16; ++q) {
-          fine_list[num_listed] = q;
-          num_listed += fine[q];
-        }
-      }
-      for (; i < n; ++i) {
-        fine_list[num_listed] = i;
-        num_listed += fine[i];
-      }
+      ForEachSetFlag(fine.data(), n,
+                     [&](int i) { fine_list[num_listed++] = i; });
     }
     const bool all_fine = macro == 1;
     const int num_fine = all_fine ? n : num_listed;
