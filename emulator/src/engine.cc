@@ -1553,7 +1553,7 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
               bins.data() + static_cast<size_t>(j) * 2 * n;
           float* __restrict cur = fst.current_amp.data();
           if (all_fine) {
-            for (int q = 0; q < 2 * n; ++q) cur[q] += b[q];
+            for (int64_t q = 0; q < bin_floats; ++q) cur[q] += b[q];
           } else {
             const int* __restrict idx = pool.index.data();
             for (int q = 0; q < k; ++q) cur[q] += b[idx[q]];
