@@ -837,8 +837,8 @@ bool Step(const NeuronConstants& nc, NeuronState& st, int count, bool noise) {
 // One macro step of `m` ticks for every slot that qualifies (see
 // model::kMacroTicks): not refractory and V <= v_guard at both ends, or in
 // the reset regime for all m ticks. The linear part is exact, with the
-// events of the macro step at their ticks (bins[j]: the currents that arrive
-// at the start of tick j, same layout as current_amp; `used` lists the j
+// events of the macro step at their ticks (bin_values[j]: the currents that
+// arrive at the start of tick j, same layout as current_amp; `used` lists the j
 // that have any); the exponential term by ExpExcess on the upswing, by ETD2
 // elsewhere, the adaptation current by ETD2. The macro step's noise kick is
 // added to every slot first. Slots that do not qualify keep their state
@@ -849,7 +849,7 @@ bool Step(const NeuronConstants& nc, NeuronState& st, int count, bool noise) {
 // StepNeurons.
 template <bool kNonLinear, bool kFull, bool kInh>
 HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
-                                    int m, const float* __restrict bins,
+                                    int m, const float* const* bin_values,
                                     const int* used, int num_used,
                                     const std::vector<int>& refractory_slots,
                                     int32_t* __restrict fine) {
@@ -890,7 +890,7 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
   // Two ticks per pass over the slots (each sum is still added tick by tick,
   // in the order of `used`): half the loads and stores of the sums.
   struct TickTerms {
-    const float* be;  // bins[j], excitatory
+    const float* be;  // bin_values[j], excitatory
     const float* bi;  // ... inhibitory
     const float* ge;  // free-regime gains for the m - j remaining ticks
     const float* gi;
@@ -900,7 +900,7 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
   auto terms = [&](int u) {
     const int j = used[u];
     const size_t tr = static_cast<size_t>(m - j - 1) * n;
-    const float* be = bins + static_cast<size_t>(j) * 2 * n;
+    const float* be = bin_values[j];
     return TickTerms{be,
                      be + n,
                      nc.m_exc_gain[kFree].data() + tr,
@@ -977,7 +977,7 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
     for (int u = 0; u < num_used; ++u) {
       const int j = used[u];
       const size_t tr = static_cast<size_t>(m - j - 1) * n;
-      const float* be = bins + static_cast<size_t>(j) * 2 * n;
+      const float* be = bin_values[j];
       if constexpr (kInh) {
         sum += nc.m_exc_gain[kReset][tr + i] * be[i] -
                nc.m_inh_gain[kReset][tr + i] * be[n + i];
@@ -1383,6 +1383,10 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
   std::vector<int> used;
   used.reserve(macro);
   std::vector<uint8_t> bin_used(macro, 0);
+  // bin_values[j]: where bin j's values are while it is used: its storage
+  // in `bins`, or, while its only event is a node whose row covers the
+  // whole bin, that row of Connectivity::amplitude_amp (read in place).
+  std::vector<const float*> bin_values(macro, nullptr);
   // bypass[t]: target t (Connectivity::target) fires on every event.
   std::vector<uint8_t> bypass(2 * static_cast<size_t>(n), 0);
   for (int i = 0; i < n; ++i) {
@@ -1403,19 +1407,32 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
     float* __restrict b = bins.data() + static_cast<size_t>(bin) * 2 * n;
     const int64_t e0 = conn.row_begin[node];
     const int64_t e1 = conn.row_begin[node + 1];
+    const float* row = conn.amplitude_amp.data() + e0;
+    if (!first && bin_values[bin] != b) {
+      // The bin's values so far are another node's row: now they are a sum.
+      std::copy(bin_values[bin], bin_values[bin] + bin_floats, b);
+      bin_values[bin] = b;
+    }
     if (conn.contiguous[node] && e1 > e0) {
       const int64_t t0 = conn.target[e0];
       const int64_t t1 = t0 + (e1 - e0);
-      if (first) {
+      if (first && t0 == 0 && t1 == bin_floats) {
+        // The row covers the whole bin (e.g. a source that drives every
+        // neuron): the bin reads it in place, no copy.
+        bin_values[bin] = row;
+      } else if (first) {
         std::fill(b, b + t0, 0.0f);
-        std::copy(conn.amplitude_amp.data() + e0,
-                  conn.amplitude_amp.data() + e1, b + t0);
+        std::copy(row, row + (e1 - e0), b + t0);
         std::fill(b + t1, b + bin_floats, 0.0f);
+        bin_values[bin] = b;
       } else {
-        AddRow(b + t0, conn.amplitude_amp.data() + e0, e1 - e0);
+        AddRow(b + t0, row, e1 - e0);
       }
     } else {
-      if (first) std::fill(b, b + bin_floats, 0.0f);
+      if (first) {
+        std::fill(b, b + bin_floats, 0.0f);
+        bin_values[bin] = b;
+      }
       for (int64_t e = e0; e < e1; ++e) {
         b[conn.target[e]] += conn.amplitude_amp[e];
       }
@@ -1591,7 +1608,7 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
         refractory_slots.pop_back();
       }
       const int num_used = static_cast<int>(used.size());
-      const float* b = bins.data();
+      const float* const* b = bin_values.data();
       const bool inh = nc.inhibitory_input;
       if (!nc.non_linear) {
         if (inh) {
@@ -1637,8 +1654,7 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
       for (int j = 0; j < m; ++j) {
         const int64_t s = step + j;
         if (bin_used[j]) {
-          const float* __restrict b =
-              bins.data() + static_cast<size_t>(j) * 2 * n;
+          const float* __restrict b = bin_values[j];
           float* __restrict cur = fst.current_amp.data();
           if (all_fine) {
             for (int64_t q = 0; q < bin_floats; ++q) cur[q] += b[q];
