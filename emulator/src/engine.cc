@@ -195,13 +195,13 @@ void ForEachSetFlag(const Flag* flags, int n, F f) {
   // positive number (x log2e > -128 here).
   const int32_t n = static_cast<int32_t>(x * kLog2e + 128.5f) - 128;
   const float r = x - static_cast<float>(n) * kLn2;
-  float p = 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
+  // Estrin's scheme (4 dependent operations, not Horner's 6).
+  const float r2 = r * r;
+  const float p01 = r + 1.0f;
+  const float p23 = r * (1.0f / 6.0f) + 0.5f;
+  const float p45 = r * (1.0f / 120.0f) + 1.0f / 24.0f;
+  const float p456 = r2 * (1.0f / 720.0f) + p45;
+  const float p = (r2 * p456 + p23) * r2 + p01;
   const uint32_t bits = static_cast<uint32_t>(n + 127) << 23;
   float scale;
   __builtin_memcpy(&scale, &bits, sizeof scale);
@@ -221,15 +221,21 @@ template <int kInvMaxA>
     series = series * a + 1.0f / 362880.0f;
     series = series * a + 1.0f / 40320.0f;
     series = series * a + 1.0f / 5040.0f;
+    series = series * a + 1.0f / 720.0f;
+    series = series * a + 1.0f / 120.0f;
+    series = series * a + 1.0f / 24.0f;
+    series = series * a + 1.0f / 6.0f;
+    series = series * a + 0.5f;
+    series = series * a + 1.0f;
   } else {
-    series = 1.0f / 5040.0f;
+    // Estrin's scheme (the 8 ns steps' chain: 4 dependent operations).
+    const float a2 = a * a;
+    const float p01 = a * 0.5f + 1.0f;
+    const float p23 = a * (1.0f / 24.0f) + 1.0f / 6.0f;
+    const float p45 = a * (1.0f / 720.0f) + 1.0f / 120.0f;
+    const float p456 = a2 * (1.0f / 5040.0f) + p45;
+    series = (a2 * p456 + p23) * a2 + p01;
   }
-  series = series * a + 1.0f / 720.0f;
-  series = series * a + 1.0f / 120.0f;
-  series = series * a + 1.0f / 24.0f;
-  series = series * a + 1.0f / 6.0f;
-  series = series * a + 0.5f;
-  series = series * a + 1.0f;
   return series;
 }
 
@@ -240,13 +246,12 @@ template <int kInvMaxA>
   const float s = y / (2.0f - y);
   const float s2 = s * s;
   // 1 + s^2/3 + s^4/5 + ... + s^12/13, Horner in s^2.
-  float sum = 1.0f / 13.0f;
-  sum = sum * s2 + 1.0f / 11.0f;
-  sum = sum * s2 + 1.0f / 9.0f;
-  sum = sum * s2 + 1.0f / 7.0f;
-  sum = sum * s2 + 1.0f / 5.0f;
-  sum = sum * s2 + 1.0f / 3.0f;
-  sum = sum * s2 + 1.0f;
+  const float s4 = s2 * s2;
+  const float q01 = s2 * (1.0f / 3.0f) + 1.0f;
+  const float q23 = s2 * (1.0f / 7.0f) + 1.0f / 5.0f;
+  const float q45 = s2 * (1.0f / 11.0f) + 1.0f / 9.0f;
+  const float q456 = s4 * (1.0f / 13.0f) + q45;
+  const float sum = (s4 * q456 + q23) * s4 + q01;
   return 2.0f * s * sum;
 }
 
