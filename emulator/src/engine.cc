@@ -208,15 +208,26 @@ void ForEachSetFlag(const Flag* flags, int n, F f) {
   return p * scale;
 }
 
-// expm1(a) / a for |a| <= kMaxA by its Taylor series to the last term that
-// matters there (no division, no exp): kMaxA = 1 (macro steps) to a^10 / 11!,
-// kMaxA = 1/4 (8 ns steps) to a^6 / 7!; relative error < 3e-9 both.
-template <int kInvMaxA>
+// expm1(a) / a for |a| <= 1 by its Taylor series to a^10 / 11! (no
+// division, no exp; relative error < 3e-9): by Horner's scheme for the
+// macro steps (fewer operations), by Estrin's for the 8 ns steps, whose
+// chain of dependent operations it shortens from 10 to 5.
+template <bool kLowLatency>
 [[gnu::always_inline]] inline float Expm1OverX(float a) {
-  static_assert(kInvMaxA == 1 || kInvMaxA == 4);
-  float series;
-  if constexpr (kInvMaxA == 1) {
-    series = 1.0f / 39916800.0f;
+  if constexpr (kLowLatency) {
+    const float a2 = a * a;
+    const float a4 = a2 * a2;
+    const float p01 = a * 0.5f + 1.0f;
+    const float p23 = a * (1.0f / 24.0f) + 1.0f / 6.0f;
+    const float p45 = a * (1.0f / 720.0f) + 1.0f / 120.0f;
+    const float p67 = a * (1.0f / 40320.0f) + 1.0f / 5040.0f;
+    const float p89 = a * (1.0f / 3628800.0f) + 1.0f / 362880.0f;
+    const float p0123 = a2 * p23 + p01;
+    const float p4567 = a2 * p67 + p45;
+    const float p8910 = a2 * (1.0f / 39916800.0f) + p89;
+    return (a4 * p8910 + p4567) * a4 + p0123;
+  } else {
+    float series = 1.0f / 39916800.0f;
     series = series * a + 1.0f / 3628800.0f;
     series = series * a + 1.0f / 362880.0f;
     series = series * a + 1.0f / 40320.0f;
@@ -227,16 +238,8 @@ template <int kInvMaxA>
     series = series * a + 1.0f / 6.0f;
     series = series * a + 0.5f;
     series = series * a + 1.0f;
-  } else {
-    // Estrin's scheme (the 8 ns steps' chain: 4 dependent operations).
-    const float a2 = a * a;
-    const float p01 = a * 0.5f + 1.0f;
-    const float p23 = a * (1.0f / 24.0f) + 1.0f / 6.0f;
-    const float p45 = a * (1.0f / 720.0f) + 1.0f / 120.0f;
-    const float p456 = a2 * (1.0f / 5040.0f) + p45;
-    series = (a2 * p456 + p23) * a2 + p01;
+    return series;
   }
-  return series;
 }
 
 // -log(1 - y) for 0 <= y <= 1/2, without cancellation at small y (like
@@ -267,30 +270,23 @@ template <int kInvMaxA>
 // (ETD2) is not. The leak acts on Z as on a constant input: Z x damp, with
 // damp = etd1 / h = (1 - exp(-lambda h)) / (lambda h). y >= 1 means the
 // upswing diverges within the step; `y` is returned so that the caller takes
-// the macro step only for y <= model::kMacroExpYMax (Z <= 0.69 Delta_T); y is
-// 1 (not taken) if the linear part moves V by more than Delta_T / kInvMaxA
-// (Expm1OverX).
-template <int kInvMaxA>
+// the macro step only for y <= model::kMacroExpYMax (Z <= 0.69 Delta_T).
+// The series for expm1(a) / a holds for |a| <= 1 (the linear part moves V
+// by at most Delta_T); `in_range` says whether a was in it. kMacro: if not,
+// y is 1 (the macro step is not taken); else (8 ns steps) the result is
+// computed with a clamped to +-1, and the caller decides (StepNeurons
+// refines such a step unless the term is negligible there).
+template <bool kMacro>
 [[gnu::always_inline]] inline float ExpExcess(float inc_lin, float n0,
                                               float h_s, float delta,
                                               float inv_delta, float damp,
-                                              float& y) {
-  constexpr float kMaxA = 1.0f / kInvMaxA;
+                                              float& y, float& in_range) {
   const float a = inc_lin * inv_delta;
-  const bool in_range = a >= -kMaxA && a <= kMaxA;
-  float phi;
-  if constexpr (kInvMaxA == 1) {
-    // Macro steps: beyond the series' range the step is not taken.
-    phi = in_range ? Expm1OverX<kInvMaxA>(a) : 0.0f;
-  } else {
-    // 8 ns steps: the quotient beyond it (a steep linear part, e.g. the
-    // first ticks of a reset). Both are computed; the unused one is kept
-    // finite.
-    const float a_exp = a < -80.0f ? -80.0f : (a > 40.0f ? 40.0f : a);
-    const float quotient = (FastExp(a_exp) - 1.0f) / (in_range ? 1.0f : a);
-    phi = in_range ? Expm1OverX<kInvMaxA>(a) : quotient;
-  }
-  y = in_range || kInvMaxA != 1 ? n0 * h_s * inv_delta * phi : 1.0f;
+  // (0 / 1 arithmetic, not bool: see StepNeurons' refine mark.)
+  in_range = static_cast<float>(a >= -1.0f) * static_cast<float>(a <= 1.0f);
+  const float a_clamped = a < -1.0f ? -1.0f : (a > 1.0f ? 1.0f : a);
+  const float phi = Expm1OverX</*kLowLatency=*/!kMacro>(a_clamped);
+  y = in_range != 0.0f || !kMacro ? n0 * h_s * inv_delta * phi : 1.0f;
   float y_clamped = y > model::kMacroExpYMax ? model::kMacroExpYMax : y;
   y_clamped = y_clamped < 0.0f ? 0.0f : y_clamped;
   return delta * MinusLog1m(y_clamped) * damp;
@@ -655,8 +651,10 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
         const float n0 = ExpTerm(v_old, exp_pref, exp_v_t[i], exp_inv_slope[i],
                                  exp_arg_max[i]);
         float y = 0.0f;
-        const float z_exact = ExpExcess<4>(inc_lin, n0, kDt, exp_slope[i],
-                                           exp_inv_slope[i], etd1 * kInvDt, y);
+        float in_range;
+        const float z_exact = ExpExcess</*kMacro=*/false>(
+            inc_lin, n0, kDt, exp_slope[i], exp_inv_slope[i], etd1 * kInvDt, y,
+            in_range);
         const float v_clamp = exp_v_t[i] + exp_arg_max[i] * exp_slope[i];
         const float below_clamp = v_old < v_clamp ? 1.0f : 0.0f;
         inc = inc_lin + Blend(below_clamp, z_exact, n0 * etd1);
@@ -666,7 +664,14 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
                                      v_old + inc > v_clamp + 0.1f * exp_slope[i]
                                  ? 1.0f
                                  : 0.0f;
-        const float mark = below_clamp * beyond;
+        // A step beyond the series' range, unless it falls where the term
+        // is negligible (model::kSteepStepNegligibleVolt).
+        const float steep =
+            (1.0f - in_range) *
+            std::max(
+                static_cast<float>(inc_lin > 0.0f),
+                static_cast<float>(n0 * kDt > model::kSteepStepNegligibleVolt));
+        const float mark = below_clamp * std::max(beyond, steep);
         refine[i] = mark;
         any_marked |= static_cast<int>(mark != 0.0f);
         start_refractory[i] = left;
@@ -1102,8 +1107,10 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
         inc_lin =
             inc_lin + etd1 * adapt_rate0 + etd2 * (adapt_rate1 - adapt_rate0);
       }
-      const float inc_exact = ExpExcess<1>(inc_lin, n0, h_s, exp_slope[i],
-                                           exp_inv_slope[i], etd1 * inv_h, y);
+      float in_range;
+      const float inc_exact = ExpExcess</*kMacro=*/true>(
+          inc_lin, n0, h_s, exp_slope[i], exp_inv_slope[i], etd1 * inv_h, y,
+          in_range);
       const float inc_pred = etd1 * n0;
       const float n1 = ExpTerm(v_old + inc_lin + inc_pred, exp_pref, exp_v_t[i],
                                exp_inv_slope[i], exp_arg_max[i]);

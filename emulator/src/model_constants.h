@@ -103,6 +103,14 @@ inline constexpr float kExpArgMin = -80.0f;
 inline constexpr double kStiffRatePerStep = 0.05;
 inline constexpr double kSubStepRate = 0.1;
 inline constexpr double kMinSubStepS = 8e-9 / 4096;
+// The 8 ns steps of macro-step mode take the exponential term exactly for a
+// linear part of constant rate (engine.cc ExpExcess) by a series that holds
+// while the linear part moves V by at most Delta_T in the step. A steeper
+// step is refined as above if V rises, or if it falls (the first ticks of
+// a strong reset) where the term's increment n dt exceeds this [V]: below
+// it the series' error (< 0.64 n dt, since 0 < expm1(a) / a < 0.64 for a
+// < -1) is negligible against the step's other errors (~0.1 uV).
+inline constexpr float kSteepStepNegligibleVolt = 1e-9f;
 
 // Macro steps (engine.cc): without on-chip recurrent connections, a neuron
 // far from its threshold advances kMacroTicks ticks at once (exact for the
