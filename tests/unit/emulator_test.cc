@@ -1863,7 +1863,7 @@ TEST(Integration, SteepUpswingTraceMatchesFineStepReference) {
   // membrane, sampled the same way (linear within the 8 ns step), except in
   // the first 10 ticks after a spike. There this neuron's reset (tau 6 ns,
   // shorter than a step) meets an exponential current of microamperes, and
-  // the 8 ns steps are off by up to ~100 LSB (docs/emulator-model.md
+  // the 8 ns steps are off by up to ~90 LSB (docs/emulator-model.md
   // section 11); with 3 ticks left out this test fails.
   Params p = With(ReferenceNeuron(), {{"exponential_enable", 1},
                                       {"exponential_v_exp", 360},
