@@ -7,6 +7,10 @@
 #include <algorithm>
 #include <utility>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "engine.h"
@@ -67,6 +71,18 @@ absl::StatusOr<hxemu::v1::Result> Chip::Run(
   }
   HXEMU_RETURN_IF_ERROR(Emulate(net, limits, control, result));
   return result;
+}
+
+bool RetainFreedMemoryForReuse() {
+#if defined(__GLIBC__)
+  // (32 MiB is the largest mmap threshold glibc accepts on 64-bit.)
+  constexpr int kTrimThresholdBytes = 256 << 20;
+  constexpr int kMmapThresholdBytes = 32 << 20;
+  return mallopt(M_TRIM_THRESHOLD, kTrimThresholdBytes) == 1 &&
+         mallopt(M_MMAP_THRESHOLD, kMmapThresholdBytes) == 1;
+#else
+  return false;
+#endif
 }
 
 }  // namespace hxemu::emulator

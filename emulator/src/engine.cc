@@ -1410,6 +1410,11 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
   // of a macro step into it writes it whole, later ones add. (What delivery
   // can write: the inhibitory half only if some synapse is inhibitory.)
   const int64_t bin_floats = nc.inhibitory_input ? 2 * n : n;
+  // What the steps may read of a bin: the inhibitory half too where some
+  // synapse is inhibitory or the variant with adaptation or COBA input runs
+  // (it always has the inhibitory terms; the half is 0 then).
+  const int64_t bin_read_floats =
+      nc.inhibitory_input || nc.adapt_or_coba ? 2 * n : n;
   auto deliver = [&](int64_t node) {
     const bool first = !bin_used[bin];
     if (first) {
@@ -1428,9 +1433,9 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
     if (conn.contiguous[node] && e1 > e0) {
       const int64_t t0 = conn.target[e0];
       const int64_t t1 = t0 + (e1 - e0);
-      if (first && t0 == 0 && t1 == bin_floats) {
-        // The row covers the whole bin (e.g. a source that drives every
-        // neuron): the bin reads it in place, no copy.
+      if (first && t0 == 0 && t1 == bin_read_floats) {
+        // The row covers all that is read of the bin (e.g. a source that
+        // drives every neuron): the bin reads it in place, no copy.
         bin_values[bin] = row;
       } else if (first) {
         std::fill(b, b + t0, 0.0f);

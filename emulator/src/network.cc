@@ -843,16 +843,22 @@ absl::StatusOr<Network> LowerNetwork(const Experiment& e,
         conn.any_bypass || nc.bypass_exc[slot] != 0 || nc.bypass_inh[slot] != 0;
   }
 
-  // Input spikes of all sources, sorted by (step, node).
+  // Input spikes of all sources, sorted by (step, node). Validation bounds
+  // the expected count; max_generated bounds the actual one (Poisson
+  // fluctuations) with a wide margin. Room for the expected count and 6
+  // sigma of its fluctuation is reserved up front (growing the array by
+  // doubling cost ~2 % of a 2 ms benchmark run).
+  const int64_t max_generated =
+      limits.max_input_spikes < std::numeric_limits<int64_t>::max() / 4
+          ? 2 * limits.max_input_spikes + 1024
+          : std::numeric_limits<int64_t>::max();
+  const double expected = mapped.expected_input_spikes;
+  net.input_spikes.reserve(static_cast<size_t>(
+      std::min<double>(expected + 6.0 * std::sqrt(expected) + 1024.0,
+                       static_cast<double>(max_generated) + 1.0)));
   for (int p = 0; p < num_pops; ++p) {
     if (e.populations(p).cell_type() == hxemu::v1::CELL_TYPE_HX_NEURON)
       continue;
-    // Validation bounds the expected count; this bounds the actual one
-    // (Poisson fluctuations) with a wide margin.
-    const int64_t max_generated =
-        limits.max_input_spikes < std::numeric_limits<int64_t>::max() / 4
-            ? 2 * limits.max_input_spikes + 1024
-            : std::numeric_limits<int64_t>::max();
     if (absl::Status st = AppendSourceSpikes(e, p, net.node_begin[p], net,
                                              max_generated, net.input_spikes);
         !st.ok()) {

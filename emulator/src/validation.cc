@@ -546,7 +546,7 @@ class Validator {
     return absl::OkStatus();
   }
 
-  absl::Status CheckResources(const MappedExperiment& mapped) {
+  absl::Status CheckResources(MappedExperiment& mapped) {
     HXEMU_RETURN_IF_ERROR(resource_);
     if (!mapped.madc.empty()) {
       const int64_t samples = EstimatedMadcSamples(mapped.runtime_ticks);
@@ -586,6 +586,7 @@ class Validator {
             limits_.max_input_spikes));
       }
     }
+    mapped.expected_input_spikes = total;
     return absl::OkStatus();
   }
 

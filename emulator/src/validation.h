@@ -44,6 +44,9 @@ struct MappedExperiment {
   // CADC read times [ticks of the recorded run], ascending, each in
   // [0, runtime_ticks).
   std::vector<int64_t> cadc_ticks;
+  // Expected number of input spikes of all spike sources (Poisson: rate x
+  // window x neurons), as checked against max_input_spikes.
+  double expected_input_spikes = 0.0;
   // Synapses of every connection (routing.h).
   Routing routing;
 };

@@ -22,6 +22,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "hxemu/emulator/chip.h"
 #include "hxemu/server/server.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
@@ -93,6 +94,12 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_print_parameter_table)) {
     std::cout << hxemu::server::NeuronParameterTableJson();
     return 0;
+  }
+
+  // Jobs allocate tens of MiB each: keep freed memory for the next one
+  // (before any thread starts).
+  if (!hxemu::emulator::RetainFreedMemoryForReuse()) {
+    std::cerr << "note: the allocator keeps its default trimming\n";
   }
 
   // Block the shutdown signals in every thread; main() waits for them below.

@@ -342,6 +342,9 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
+  // As the server does (server/src/main.cc): freed memory stays with the
+  // process for the next run.
+  const bool retained = RetainFreedMemoryForReuse();
   const hxemu::v1::Experiment e = ReferenceLoad(runtime_ms);
   int num_synapses = 0;
   for (const hxemu::v1::Projection& p : e.projections()) {
@@ -349,10 +352,11 @@ int Main(int argc, char** argv) {
   }
   std::printf(
       "%s: %u AdEx neurons, %u Poisson sources x %.0f kHz, "
-      "%d synapses, %.2f ms hardware per chip\n",
+      "%d synapses, %.2f ms hardware per chip%s\n",
       g_mixed ? "mixed variant (adaptation, 1/16 inhibitory sources)"
               : "reference load",
-      kNeurons, kSources, kSourceRateHz / 1e3, num_synapses, runtime_ms);
+      kNeurons, kSources, kSourceRateHz / 1e3, num_synapses, runtime_ms,
+      retained ? "; freed memory kept for reuse, as in the server" : "");
   const double steps_per_ms = kTicksPerMs;  // 8 ns steps
   double one_chip_ms_per_s = 0.0;
   double one_chip_ms_per_cpu_s = 0.0;
