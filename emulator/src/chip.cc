@@ -75,7 +75,8 @@ absl::StatusOr<hxemu::v1::Result> Chip::Run(
 
 bool RetainFreedMemoryForReuse() {
 #if defined(__GLIBC__)
-  // (32 MiB is the largest mmap threshold glibc accepts on 64-bit.)
+  // (Blocks above 32 MiB keep their own mappings: a full-chip job's largest
+  // arrays are a few MiB.)
   constexpr int kTrimThresholdBytes = 256 << 20;
   constexpr int kMmapThresholdBytes = 32 << 20;
   return mallopt(M_TRIM_THRESHOLD, kTrimThresholdBytes) == 1 &&
