@@ -1839,10 +1839,11 @@ TEST(Integration, SharpExponentialMatchesFineStepReference) {
   ExpectSpikeTimesMatchReference(p, m);
 }
 
-TEST(Integration, SteepUpswingMatchesFineStepReference) {
-  // C = 0.1 pF and a 100 nA offset: near V_T the linear part alone moves V by
-  // ~7 mV per 8 ns tick, several Delta_T (2 mV), beyond the range of the
-  // series of the exponential term's exact step; those steps are refined.
+// C = 0.1 pF and a 100 nA offset: near V_T the linear part alone moves V by
+// ~7 mV per 8 ns tick, several Delta_T (2 mV), beyond the range of the
+// series of the exponential term's exact step; those steps are refined.
+// The neuron's parameters and its reference model.
+std::pair<Params, AdExReference> SteepUpswingNeuron() {
   Params p = With(ReferenceNeuron(), {{"exponential_enable", 1},
                                       {"exponential_v_exp", 360},
                                       {"exponential_i_bias", 100}});
@@ -1853,6 +1854,11 @@ TEST(Integration, SteepUpswingMatchesFineStepReference) {
   m.i_offset = 1000 * 0.1e-9;
   m.v_t = 0.25 + 360 * 1.25e-3;
   m.delta_t = 100 * 20e-6;
+  return {p, m};
+}
+
+TEST(Integration, SteepUpswingMatchesFineStepReference) {
+  const auto [p, m] = SteepUpswingNeuron();
   ExpectSpikeTimesMatchReference(p, m);
 }
 
@@ -1864,17 +1870,8 @@ TEST(Integration, SteepUpswingTraceMatchesFineStepReference) {
   // the first 10 ticks after a spike. There this neuron's reset (tau 6 ns,
   // shorter than a step) meets an exponential current of microamperes, and
   // the 8 ns steps are off by up to ~90 LSB (docs/emulator-model.md
-  // section 11); with 3 ticks left out this test fails.
-  Params p = With(ReferenceNeuron(), {{"exponential_enable", 1},
-                                      {"exponential_v_exp", 360},
-                                      {"exponential_i_bias", 100}});
-  SetParam(p, "membrane_capacitance_capacitance", 0);
-  SetParam(p, "constant_current_i_offset", 1000);
-  AdExReference m = ReferenceModel();
-  m.c = 0.1e-12;
-  m.i_offset = 1000 * 0.1e-9;
-  m.v_t = 0.25 + 360 * 1.25e-3;
-  m.delta_t = 100 * 20e-6;
+  // section 6); with 3 ticks left out this test fails.
+  const auto [p, m] = SteepUpswingNeuron();
   constexpr int64_t kWarmup = 2500;
   std::vector<double> v_end;
   const std::vector<int64_t> want = m.Run(kWarmup, 25000, &v_end);
