@@ -367,13 +367,29 @@ std::pair<double, float> RefineStep(const StiffConstants& sc, int k,
   double t = 0.0;
   while (t < dt) {
     const double arg = (v - sc.exp_v_t_volt) * sc.exp_inv_slope_per_volt;
-    // Above the clamp the term is constant: no limit on the sub-step.
-    const double rate =
-        arg < sc.exp_arg_max
-            ? sc.exp_pref_volt_per_s[k] * sc.exp_inv_slope_per_volt *
-                  std::exp(
-                      std::max(arg, static_cast<double>(model::kExpArgMin)))
-            : 0.0;
+    // The exponential term's own rate (above the clamp it is constant)...
+    double rate = arg < sc.exp_arg_max
+                      ? sc.exp_pref_volt_per_s[k] * sc.exp_inv_slope_per_volt *
+                            std::exp(std::max(
+                                arg, static_cast<double>(model::kExpArgMin)))
+                      : 0.0;
+    // ... and, where the term is not negligible and the linear part alone
+    // moves V by more than Delta_T per step (a steep drive, or a strong
+    // reset that drags V from above the clamp through the exponential's
+    // range within a fraction of a step), how fast V moves in units of
+    // Delta_T. (Bounding V's change in every stiff step, as in the usual
+    // upswing, where the term's own rate suffices, made tick-by-tick runs
+    // 15 % slower.)
+    if (arg > model::kSubStepArgFloor) {
+      const double lin_dv_dt = lam * (sc.v_inf_volt[k] - v) +
+                               sc.drift_volt_per_s[k] +
+                               sc.exc_gain_volt_per_amp_s[k] * ie -
+                               sc.inh_gain_volt_per_amp_s[k] * ii;
+      if (std::abs(lin_dv_dt) * dt * sc.exp_inv_slope_per_volt > 1.0) {
+        const double dv_dt = lin_dv_dt + NonLinearD(sc, k, v, w, ie, ii);
+        rate = std::max(rate, std::abs(dv_dt) * sc.exp_inv_slope_per_volt);
+      }
+    }
     double h = dt - t;
     if (rate * h > model::kSubStepRate) {
       h = std::max(model::kSubStepRate / rate, model::kMinSubStepS);
@@ -660,10 +676,22 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
         inc = inc_lin + Blend(below_clamp, z_exact, n0 * etd1);
         // (Arithmetic, not a mask &: GCC turns that into control flow here
         // and stops vectorising.)
+        // A step from at or above the clamp to below it (a reset's first)
+        // took the clamped term as constant throughout: refined where that
+        // may overestimate its increment by more than
+        // model::kClampExitToleranceVolt. (The term at the end is exp(-x)
+        // of the clamped one, x = (v_clamp - v_end) / Delta_T; it falls
+        // through the step, so the excess is below n0 etd1 (1 - exp(-x)),
+        // and that below n0 etd1 min(x, 1): no exp needed.)
         const float beyond = y > model::kMacroExpYMax ||
                                      v_old + inc > v_clamp + 0.1f * exp_slope[i]
                                  ? 1.0f
                                  : 0.0f;
+        const float below_by = (v_clamp - (v_old + inc)) * exp_inv_slope[i];
+        const float left_clamp =
+            (1.0f - below_clamp) * static_cast<float>(below_by > 0.0f) *
+            static_cast<float>(n0 * etd1 * (below_by < 1.0f ? below_by : 1.0f) >
+                               model::kClampExitToleranceVolt);
         // A step beyond the series' range, unless it falls where the term
         // is negligible (model::kSteepStepNegligibleVolt).
         const float steep =
@@ -671,7 +699,8 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
             std::max(
                 static_cast<float>(inc_lin > 0.0f),
                 static_cast<float>(n0 * kDt > model::kSteepStepNegligibleVolt));
-        const float mark = below_clamp * std::max(beyond, steep);
+        const float mark =
+            std::max(below_clamp * std::max(beyond, steep), left_clamp);
         refine[i] = mark;
         any_marked |= static_cast<int>(mark != 0.0f);
         start_refractory[i] = left;

@@ -1863,14 +1863,17 @@ TEST(Integration, SteepUpswingMatchesFineStepReference) {
 }
 
 TEST(Integration, SteepUpswingTraceMatchesFineStepReference) {
-  // The neuron above, its membrane recorded, in both modes (in macro-step
-  // mode it steps in the compact pool: exponential term by its exact step,
-  // steep steps refined): every MADC sample within 1 LSB of the reference's
-  // membrane, sampled the same way (linear within the 8 ns step), except in
-  // the first 10 ticks after a spike. There this neuron's reset (tau 6 ns,
-  // shorter than a step) meets an exponential current of microamperes, and
-  // the 8 ns steps are off by up to ~90 LSB (docs/emulator-model.md
-  // section 6); with 3 ticks left out this test fails.
+  // The neuron above, its membrane recorded, against the reference's
+  // membrane sampled the same way (linear within the 8 ns step). Its reset
+  // (tau 6 ns, shorter than a step) drags V from above the exponent's clamp
+  // through the exponential's range within one step, where an exponential
+  // current of microamperes acts. In macro-step mode (the compact pool:
+  // that step is refined, in sub-steps that keep V's change under 0.1
+  // Delta_T) every sample is within 1 LSB; before that refinement the first
+  // reset step was off by ~90 LSB. Tick by tick the step that crosses the
+  // threshold starts below the stiff region (so it is not refined) and
+  // overshoots by ~5 LSB, which the next step inherits: within 1 LSB except
+  // in those two steps and the reset's first, within 6 LSB there.
   const auto [p, m] = SteepUpswingNeuron();
   constexpr int64_t kWarmup = 2500;
   std::vector<double> v_end;
@@ -1888,7 +1891,7 @@ TEST(Integration, SteepUpswingTraceMatchesFineStepReference) {
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(SpikeTicks(*r), want);
     const Trace& t = r->traces(0);
-    int worst = 0;
+    int worst = 0, worst_at_spikes = 0;
     int worst_sample = 0;
     for (int k = 0; k < t.codes_size(); ++k) {
       const int64_t ns = int64_t{k} * kMadcSamplePeriodNs;
@@ -1897,18 +1900,20 @@ TEST(Integration, SteepUpswingTraceMatchesFineStepReference) {
       const double volt =
           v_end[step - 1] + (v_end[step] - v_end[step - 1]) * fraction;
       const int code = static_cast<int>(std::lround(volt * kMadcMaxCode / 1.2));
-      bool after_spike = false;
-      for (const int64_t spike : want) {
-        after_spike |= ns / kTickNs >= spike && ns / kTickNs <= spike + 10;
-      }
-      if (after_spike) continue;
       const int d = std::abs(static_cast<int>(t.codes(k)) - code);
-      if (d > worst) {
+      bool at_spike = false;
+      for (const int64_t spike : want) {
+        at_spike |= ns / kTickNs >= spike && ns / kTickNs <= spike + 2;
+      }
+      if (at_spike && !macro) {
+        worst_at_spikes = std::max(worst_at_spikes, d);
+      } else if (d > worst) {
         worst = d;
         worst_sample = k;
       }
     }
     EXPECT_LE(worst, 1) << "sample " << worst_sample;
+    EXPECT_LE(worst_at_spikes, 6);
   }
 }
 
