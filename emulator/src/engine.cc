@@ -661,9 +661,10 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
         // strong leak balances the term, e.g. in the reset: < 0.1 uV at 8 ns,
         // which is why macro steps keep ETD2 there.) At or above the
         // exponent's clamp the term is constant: its exact part n0 etd1. A
-        // step that diverges (y > kMacroExpYMax) or ends clearly above the
+        // step that diverges (y > kMacroExpYMax), ends clearly above the
         // clamp (0.1 Delta_T past it, the constant-rate solution errs by
-        // < 1 % of that part) is marked for RefineStep, with its start state.
+        // < 1 % of that part), is steeper than the series allows, or leaves
+        // the clamp (below) is marked for RefineStep, with its start state.
         const float n0 = ExpTerm(v_old, exp_pref, exp_v_t[i], exp_inv_slope[i],
                                  exp_arg_max[i]);
         float y = 0.0f;
@@ -676,6 +677,10 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
         inc = inc_lin + Blend(below_clamp, z_exact, n0 * etd1);
         // (Arithmetic, not a mask &: GCC turns that into control flow here
         // and stops vectorising.)
+        const float beyond = y > model::kMacroExpYMax ||
+                                     v_old + inc > v_clamp + 0.1f * exp_slope[i]
+                                 ? 1.0f
+                                 : 0.0f;
         // A step from at or above the clamp to below it (a reset's first)
         // took the clamped term as constant throughout: refined where that
         // may overestimate its increment by more than
@@ -683,10 +688,6 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
         // of the clamped one, x = (v_clamp - v_end) / Delta_T; it falls
         // through the step, so the excess is below n0 etd1 (1 - exp(-x)),
         // and that below n0 etd1 min(x, 1): no exp needed.)
-        const float beyond = y > model::kMacroExpYMax ||
-                                     v_old + inc > v_clamp + 0.1f * exp_slope[i]
-                                 ? 1.0f
-                                 : 0.0f;
         const float below_by = (v_clamp - (v_old + inc)) * exp_inv_slope[i];
         const float left_clamp =
             (1.0f - below_clamp) * static_cast<float>(below_by > 0.0f) *
