@@ -1098,6 +1098,22 @@ TEST(Determinism, CircuitsOfOneChipDiffer) {
 // ---- Run control
 // --------------------------------------------------------------------------
 
+// The emulation flushes denormal floats to zero while it runs (engine.cc,
+// ScopedFlushDenormals); the caller's thread keeps its own mode, also when
+// the emulation stops early (here: cancelled).
+TEST(RunControl, CallersThreadKeepsGradualUnderflow) {
+  volatile float smallest_normal = std::numeric_limits<float>::min();
+  ASSERT_GT(smallest_normal * 0.5f, 0.0f);  // the test's premise
+  MustRun(SingleNeuron(kSilent));
+  EXPECT_GT(smallest_normal * 0.5f, 0.0f);
+  std::atomic<bool> cancel{true};
+  RunControl control;
+  control.cancel_requested = &cancel;
+  EXPECT_EQ(RunOn(0, SingleNeuron(kSilent), {}, control).status().code(),
+            absl::StatusCode::kCancelled);
+  EXPECT_GT(smallest_normal * 0.5f, 0.0f);
+}
+
 TEST(RunControl, PresetCancelFlagCancels) {
   std::atomic<bool> cancel{true};
   RunControl control;
