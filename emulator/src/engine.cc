@@ -88,24 +88,24 @@ struct NeuronState {
     forced_i32.assign(n, 0);
   }
 
-  std::vector<float> v_volt;       // membrane potential at the step end [V]
-  std::vector<float> v_prev_volt;  // ... at the step start [V]
+  SlotArray<float> v_volt;       // membrane potential at the step end [V]
+  SlotArray<float> v_prev_volt;  // ... at the step start [V]
   // Low part of V (V = v_volt + v_lo_volt, compensated summation) [V].
-  std::vector<float> v_lo_volt;
+  SlotArray<float> v_lo_volt;
   // Synaptic input currents [A]: [0, n) excitatory, [n, 2n) inhibitory, so
   // that a synapse target is a single index (Connectivity::target).
-  std::vector<float> current_amp;
-  std::vector<float> adapt_amp;          // adaptation current w [A]
-  std::vector<int32_t> refractory_left;  // remaining refractory steps
-  std::vector<uint32_t> noise_state;     // xorshift32 state per slot
-  std::vector<uint8_t> spiked;           // fired in this step
-  std::vector<uint8_t> forced;           // bypass event in this step
+  SlotArray<float> current_amp;
+  SlotArray<float> adapt_amp;          // adaptation current w [A]
+  SlotArray<int32_t> refractory_left;  // remaining refractory steps
+  SlotArray<uint32_t> noise_state;     // xorshift32 state per slot
+  SlotArray<uint8_t> spiked;           // fired in this step
+  SlotArray<uint8_t> forced;           // bypass event in this step
   // Scratch of CoarseStep: regime (1 = reset), event terms of V and the
   // currents at the macro step's end.
-  std::vector<float> coarse_reset;
-  std::vector<float> coarse_acc_v;
-  std::vector<float> coarse_acc_exc;
-  std::vector<float> coarse_acc_inh;
+  SlotArray<float> coarse_reset;
+  SlotArray<float> coarse_acc_v;
+  SlotArray<float> coarse_acc_exc;
+  SlotArray<float> coarse_acc_inh;
 
   // Slots whose step is stiff, with their state at the step start (see
   // RefineStep). any_stiff: some slot ended the last step above its
@@ -120,22 +120,22 @@ struct NeuronState {
   };
   std::vector<StiffStart> stiff_pending;
   bool any_stiff = true;
-  std::vector<uint8_t> stiff_end;  // (bytes, as `spiked`: see StepNeurons)
+  SlotArray<uint8_t> stiff_end;  // (bytes, as `spiked`: see StepNeurons)
   bool stiff_end_valid = false;
 
   // The constants of the regime each slot steps in (StepNeurons: one load
   // per quantity, not both regimes' and a blend), if regime_valid;
   // regime_changed[i]: slot i's next step is in the other regime.
   struct RegimeConstants {
-    std::vector<float> decay, v_inf_volt, drift_volt, exc_gain, inh_gain,
-        etd1_s, etd2_s, exp_pref, coba_exc, coba_inh;
+    SlotArray<float> decay, v_inf_volt, drift_volt, exc_gain, inh_gain, etd1_s,
+        etd2_s, exp_pref, coba_exc, coba_inh;
   };
   RegimeConstants regime;
-  std::vector<uint8_t> regime_changed;  // (bytes, as `spiked`)
+  SlotArray<uint8_t> regime_changed;  // (bytes, as `spiked`)
   bool regime_valid = false;
 
   void ResizeRegime(size_t n) {
-    for (std::vector<float>* a :
+    for (SlotArray<float>* a :
          {&regime.decay, &regime.v_inf_volt, &regime.drift_volt,
           &regime.exc_gain, &regime.inh_gain, &regime.etd1_s, &regime.etd2_s,
           &regime.exp_pref, &regime.coba_exc, &regime.coba_inh}) {
@@ -149,13 +149,13 @@ struct NeuronState {
   // (StepNeurons, kFull = false) for the slots it marks in `refine`: the
   // rare steps that cross the exponent's clamp or diverge, which RefineStep
   // then recomputes. noise_inc: the step's noise increment [V].
-  std::vector<float> refine;  // 0 or 1
+  SlotArray<float> refine;  // 0 or 1
   // spiked / forced as int32 for that step's loop: with bytes in it GCC
   // takes 32 slots per iteration and spills most registers (the ETD2 loop,
   // smaller, is faster that way).
-  std::vector<int32_t> spiked_i32, forced_i32;
-  std::vector<int32_t> start_refractory;
-  std::vector<float> start_v_lo, start_i_exc, start_i_inh, start_noise_inc;
+  SlotArray<int32_t> spiked_i32, forced_i32;
+  SlotArray<int32_t> start_refractory;
+  SlotArray<float> start_v_lo, start_i_exc, start_i_inh, start_noise_inc;
   // Some event may set `forced` (a neuron has bypass).
   bool may_force = true;
 };
@@ -1450,7 +1450,7 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
 
   // Events of the current macro step, by step within it: bins[j] has the
   // layout of current_amp (target index); forced_bins[j] the bypass flags.
-  std::vector<float> bins(static_cast<size_t>(macro) * 2 * n, 0.0f);
+  SlotArray<float> bins(static_cast<size_t>(macro) * 2 * n, 0.0f);
   std::vector<uint8_t> forced_bins(static_cast<size_t>(macro) * n, 0);
   std::vector<int> used;
   used.reserve(macro);
@@ -1569,7 +1569,7 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
   const uint64_t madc_noise_key = random::Hash(
       random::Key(random::Domain::kMadcNoise), net.seed, net.chip_id);
 
-  std::vector<int32_t> fine(n, 1);  // 0 / 1 per slot (int32: see spiked)
+  SlotArray<int32_t> fine(n, 1);  // 0 / 1 per slot (int32: see spiked)
   NeuronConstants sub_nc;
   NeuronState sub_st(nc);
   st.may_force = conn.any_bypass;

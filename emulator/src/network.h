@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "aligned_vector.h"
 #include "hxemu/emulator/chip.h"
 #include "hxemu/v1/experiment.pb.h"
 #include "validation.h"
@@ -76,62 +77,62 @@ struct NeuronConstants {
   std::vector<int> circuit;  // slot -> circuit
   std::vector<int> node;     // slot -> node
 
-  std::vector<float> decay[kNumRegimes];       // 1 - exp(-dt g / C) [1]
-  std::vector<float> v_inf_volt[kNumRegimes];  // (sum g E + I_off) / g [V]
-  std::vector<float> drift_volt[kNumRegimes];  // I_off dt / C if g == 0 [V]
-  std::vector<float> exc_gain_volt_per_amp[kNumRegimes];  // [V/A]
-  std::vector<float> inh_gain_volt_per_amp[kNumRegimes];  // [V/A]
-  std::vector<float> etd1_s[kNumRegimes];  // (1 - exp(-lambda dt)) / lambda
-  std::vector<float> etd2_s[kNumRegimes];  // (exp(-x) - 1 + x) / (x lambda)
+  SlotArray<float> decay[kNumRegimes];       // 1 - exp(-dt g / C) [1]
+  SlotArray<float> v_inf_volt[kNumRegimes];  // (sum g E + I_off) / g [V]
+  SlotArray<float> drift_volt[kNumRegimes];  // I_off dt / C if g == 0 [V]
+  SlotArray<float> exc_gain_volt_per_amp[kNumRegimes];  // [V/A]
+  SlotArray<float> inh_gain_volt_per_amp[kNumRegimes];  // [V/A]
+  SlotArray<float> etd1_s[kNumRegimes];  // (1 - exp(-lambda dt)) / lambda
+  SlotArray<float> etd2_s[kNumRegimes];  // (exp(-x) - 1 + x) / (x lambda)
   // Exponential term: prefactor g_leak Delta_T / C [V/s] (0 if off or gated
   // by enable_pause in the reset regime), V_T [V], 1 / Delta_T [1/V].
-  std::vector<float> exp_pref_volt_per_s[kNumRegimes];
-  std::vector<float> exp_v_t_volt;
-  std::vector<float> exp_inv_slope_per_volt;
-  std::vector<float> exp_slope_volt;  // Delta_T, 0 without the term [V]
+  SlotArray<float> exp_pref_volt_per_s[kNumRegimes];
+  SlotArray<float> exp_v_t_volt;
+  SlotArray<float> exp_inv_slope_per_volt;
+  SlotArray<float> exp_slope_volt;  // Delta_T, 0 without the term [V]
   // Upper clamp of the exponent: min(kExpArgMax, (V_th - V_T) / Delta_T).
-  std::vector<float> exp_arg_max;
+  SlotArray<float> exp_arg_max;
   // COBA: k / C [1/(V s) per A... = 1/(F V)] (0 for CUBA or gated), E_rev [V].
-  std::vector<float> coba_exc[kNumRegimes];
-  std::vector<float> coba_inh[kNumRegimes];
-  std::vector<float> coba_exc_rev_volt;
-  std::vector<float> coba_inh_rev_volt;
+  SlotArray<float> coba_exc[kNumRegimes];
+  SlotArray<float> coba_inh[kNumRegimes];
+  SlotArray<float> coba_exc_rev_volt;
+  SlotArray<float> coba_inh_rev_volt;
   // Adaptation: a [S] (0 if off), V_ref [V], exp(-dt / tau_w), the ETD2
   // weights, b [A] (0 unless the pulse is on), 1 / C [1/F].
-  std::vector<float> adapt_a_siemens;
-  std::vector<float> adapt_v_ref_volt;
-  std::vector<float> adapt_decay;
-  std::vector<float> adapt_q1;
-  std::vector<float> adapt_q2;
-  std::vector<float> adapt_b_amp;
-  std::vector<float> inv_c_per_farad;
+  SlotArray<float> adapt_a_siemens;
+  SlotArray<float> adapt_v_ref_volt;
+  SlotArray<float> adapt_decay;
+  SlotArray<float> adapt_q1;
+  SlotArray<float> adapt_q2;
+  SlotArray<float> adapt_b_amp;
+  SlotArray<float> inv_c_per_farad;
   // A step that starts with V above this is stiff (the exponential term's
   // rate g_leak / C exp((V - V_T) / Delta_T) exceeds model::kStiffRate) and
   // is recomputed by adaptive sub-steps (+infinity: never).
-  std::vector<float> v_stiff_volt;
+  SlotArray<float> v_stiff_volt;
   std::vector<StiffConstants> stiff;
   // Macro-step tables for m = 1..kMacroTicks ticks, index (m - 1) * n + slot:
   // the same propagators as above for a step of m ticks (decay, drift,
   // current gains, ETD weights; current decays, adaptation weights, noise).
-  std::vector<float> m_decay[kNumRegimes];
-  std::vector<float> m_drift_volt[kNumRegimes];
-  std::vector<float> m_exc_gain[kNumRegimes];
-  std::vector<float> m_inh_gain[kNumRegimes];
-  std::vector<float> m_etd1_s[kNumRegimes];
-  std::vector<float> m_etd2_s[kNumRegimes];
-  std::vector<float> m_exc_decay;
-  std::vector<float> m_inh_decay;
-  std::vector<float> m_adapt_decay;
-  std::vector<float> m_adapt_q1;
-  std::vector<float> m_adapt_q2;
-  std::vector<float> m_noise_volt;
+  SlotArray<float> m_decay[kNumRegimes];
+  SlotArray<float> m_drift_volt[kNumRegimes];
+  SlotArray<float> m_exc_gain[kNumRegimes];
+  SlotArray<float> m_inh_gain[kNumRegimes];
+  SlotArray<float> m_etd1_s[kNumRegimes];
+  SlotArray<float> m_etd2_s[kNumRegimes];
+  SlotArray<float> m_exc_decay;
+  SlotArray<float> m_inh_decay;
+  SlotArray<float> m_adapt_decay;
+  SlotArray<float> m_adapt_q1;
+  SlotArray<float> m_adapt_q2;
+  SlotArray<float> m_noise_volt;
   // Macro steps: allowed at all for this slot (not for COBA, bypass, MADC
   // recorded), and the highest V at both ends of a free one [V].
-  std::vector<int32_t> coarse_ok;  // 0 / 1 (int32: see engine.cc spiked)
-  std::vector<float> v_guard_volt;
+  SlotArray<int32_t> coarse_ok;  // 0 / 1 (int32: see engine.cc spiked)
+  SlotArray<float> v_guard_volt;
   // Bypass: the neuron fires on every event of that receptor.
-  std::vector<uint8_t> bypass_exc;
-  std::vector<uint8_t> bypass_inh;
+  SlotArray<uint8_t> bypass_exc;
+  SlotArray<uint8_t> bypass_inh;
   // Whether any slot has an exponential term, adaptation or COBA input
   // (else the loop skips the non-linear part).
   bool non_linear = false;
@@ -141,21 +142,21 @@ struct NeuronConstants {
   // Whether any synapse targets an inhibitory input (else I_inh stays 0 and
   // the loop skips it).
   bool inhibitory_input = false;
-  std::vector<float> exc_decay;  // exp(-dt / tau_syn_exc) [1]
-  std::vector<float> inh_decay;  // exp(-dt / tau_syn_inh) [1]
+  SlotArray<float> exc_decay;  // exp(-dt / tau_syn_exc) [1]
+  SlotArray<float> inh_decay;  // exp(-dt / tau_syn_inh) [1]
   // Spike threshold [V]; +infinity when threshold_enable is off.
-  std::vector<float> v_threshold_volt;
+  SlotArray<float> v_threshold_volt;
   // Refractory time [steps]; the reset conductance is on while more than
   // reset_release_steps of it remain.
-  std::vector<int32_t> refractory_steps;
-  std::vector<int32_t> reset_release_steps;
+  SlotArray<int32_t> refractory_steps;
+  SlotArray<int32_t> reset_release_steps;
   // Standard deviation of the per-step membrane noise increment [V].
-  std::vector<float> noise_step_volt;
+  SlotArray<float> noise_step_volt;
 
   // Start of the free-running warm-up: V(0) is uniform in
   // [min(v_reset, v_leak), max(...)] [V]; noise generator seeds (non-zero).
-  std::vector<float> v_start_volt;
-  std::vector<uint32_t> noise_seed;
+  SlotArray<float> v_start_volt;
+  SlotArray<uint32_t> noise_seed;
 
   // Effective (mismatched) model values, kept for tests and debugging.
   std::vector<double> v_leak_volt;
@@ -169,7 +170,7 @@ struct NeuronConstants {
 struct Connectivity {
   std::vector<int64_t> row_begin;
   std::vector<int32_t> target;
-  std::vector<float> amplitude_amp;  // peak current per event [A], >= 0
+  SlotArray<float> amplitude_amp;  // peak current per event [A], >= 0
   // Per node: its targets are target[row_begin] + 0, 1, 2, ... (ascending,
   // contiguous), so delivery is a vectorised add.
   std::vector<uint8_t> contiguous;
