@@ -358,6 +358,15 @@ template <bool kMacro>
   v_new = v_clamped;
 }
 
+// The exponential term's exponent (V - V_T) / Delta_T, clamped to
+// [kExpArgMin, arg_max].
+[[gnu::always_inline]] inline float ExpArg(float v, float v_t, float inv_slope,
+                                           float arg_max) {
+  float arg = (v - v_t) * inv_slope;
+  arg = arg < model::kExpArgMin ? model::kExpArgMin : arg;
+  return arg > arg_max ? arg_max : arg;
+}
+
 // The non-linear currents of the membrane [V/s]: exponential term,
 // adaptation, COBA synapses (NeuronConstants).
 [[gnu::always_inline]] inline float NonLinear(float v, float w, float ie,
@@ -366,9 +375,7 @@ template <bool kMacro>
                                               float arg_max, float inv_c,
                                               float coba_e, float e_exc,
                                               float coba_i, float e_inh) {
-  float arg = (v - v_t) * inv_slope;
-  arg = arg < model::kExpArgMin ? model::kExpArgMin : arg;
-  arg = arg > arg_max ? arg_max : arg;
+  const float arg = ExpArg(v, v_t, inv_slope, arg_max);
   const float de = e_exc - v;
   const float di = v - e_inh;
   return exp_pref * FastExp(arg) - w * inv_c +
@@ -379,10 +386,7 @@ template <bool kMacro>
 // NonLinear without adaptation and COBA input: the exponential term [V/s].
 [[gnu::always_inline]] inline float ExpTerm(float v, float exp_pref, float v_t,
                                             float inv_slope, float arg_max) {
-  float arg = (v - v_t) * inv_slope;
-  arg = arg < model::kExpArgMin ? model::kExpArgMin : arg;
-  arg = arg > arg_max ? arg_max : arg;
-  return exp_pref * FastExp(arg);
+  return exp_pref * FastExp(ExpArg(v, v_t, inv_slope, arg_max));
 }
 
 double NonLinearD(const StiffConstants& sc, int k, double v, double w,
@@ -1193,15 +1197,15 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
       // n1 = n(v_old + inc_lin + inc_pred) as n(v_old + inc_lin) exp(b),
       // b = inc_pred / Delta_T: the exponential of v_old + inc_lin does not
       // wait for n0 (two exps in a row were the loop's longest chain).
-      // Where ETD2 is used, b <= decay <= 1 (else upswing).
+      // Where ETD2 is used, b <= decay <= 1 (else upswing). The exponent's
+      // upper clamp applies to the sum: b is cut to the headroom left.
+      const float arg_lin =
+          ExpArg(v_old + inc_lin, exp_v_t[i], exp_inv_slope[i], exp_arg_max[i]);
       float b = inc_pred * exp_inv_slope[i];
+      const float headroom = exp_arg_max[i] - arg_lin;  // >= 0
+      b = b < headroom ? b : headroom;
       b = b < 1.0f ? b : 1.0f;
-      const float e_lin = ExpTerm(v_old + inc_lin, 1.0f, exp_v_t[i],
-                                  exp_inv_slope[i], exp_arg_max[i]);
-      float e1 = e_lin * ExpOfSmall(b);
-      const float e_max = FastExp(exp_arg_max[i]);
-      e1 = e1 < e_max ? e1 : e_max;
-      const float n1 = exp_pref * e1;
+      const float n1 = exp_pref * (FastExp(arg_lin) * ExpOfSmall(b));
       const float inc_etd2 = inc_pred + etd2 * (n1 - n0);
       const float upswing =
           static_cast<float>(n0 * exp_inv_slope[i] * etd1 > decay);
