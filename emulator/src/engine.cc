@@ -1374,23 +1374,30 @@ struct FinePool {
 void GatherState(const NeuronState& st, int n, const FinePool& pool,
                  NeuronState& sub) {
   const size_t k = static_cast<size_t>(pool.size);
-  sub.v_volt.resize(k);
-  sub.v_prev_volt.resize(k);
-  sub.v_lo_volt.resize(k);
-  sub.adapt_amp.resize(k);
-  sub.refractory_left.resize(k);
-  sub.noise_state.resize(k);
+  // (The arrays change size only here, together; the pool's size changes
+  // every few macro steps.)
+  if (sub.v_volt.size() != k) {
+    sub.v_volt.resize(k);
+    sub.v_prev_volt.resize(k);
+    sub.v_lo_volt.resize(k);
+    sub.adapt_amp.resize(k);
+    sub.refractory_left.resize(k);
+    sub.noise_state.resize(k);
+    sub.spiked_i32.resize(k);
+    sub.forced_i32.resize(k);
+    sub.refine.resize(k);
+    sub.start_refractory.resize(k);
+    sub.start_v_lo.resize(k);
+    sub.start_i_exc.resize(k);
+    sub.start_i_inh.resize(k);
+    sub.start_noise_inc.resize(k);
+    sub.current_amp.resize(2 * k);
+    sub.stiff_end.resize(k);
+    sub.ResizeRegime(k);
+  }
+  sub.regime_valid = false;  // (other slots at the positions)
   sub.spiked.assign(k, 0);
   sub.forced.assign(k, 0);
-  sub.spiked_i32.resize(k);
-  sub.forced_i32.resize(k);
-  sub.refine.resize(k);
-  sub.start_refractory.resize(k);
-  sub.start_v_lo.resize(k);
-  sub.start_i_exc.resize(k);
-  sub.start_i_inh.resize(k);
-  sub.start_noise_inc.resize(k);
-  sub.current_amp.resize(2 * k);
   for (size_t q = 0; q < k; ++q) {
     const int i = pool.pool_slot[q];
     if (i < 0) {
@@ -1414,9 +1421,7 @@ void GatherState(const NeuronState& st, int n, const FinePool& pool,
     sub.current_amp[k + q] = st.current_amp[n + i];
   }
   sub.any_stiff = true;
-  sub.stiff_end.resize(k);
   sub.stiff_end_valid = false;
-  sub.ResizeRegime(k);
 }
 
 // Writes the state of the pool's slots back.
