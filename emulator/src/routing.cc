@@ -131,6 +131,19 @@ class Router {
         on_chip_bus_[p] = on_chip++ % kNumPadiBusesPerHemisphere;
       }
     }
+    // (Per node, once: every connection asks for its source's bus.)
+    fixed_bus_of_node_.resize(static_cast<size_t>(node_begin_.back()));
+    for (int p = 0; p < e.populations_size(); ++p) {
+      const bool on_chip_neuron =
+          e.populations(p).cell_type() == hxemu::v1::CELL_TYPE_HX_NEURON;
+      for (int64_t n = 0; n < e.populations(p).size(); ++n) {
+        fixed_bus_of_node_[node_begin_[p] + n] = static_cast<int8_t>(
+            on_chip_neuron
+                ? (circuits_[p][n] % kNumNeuronColumns) /
+                      (kNumNeuronColumns / kNumPadiBusesPerHemisphere)
+                : on_chip_bus_[p]);
+      }
+    }
   }
 
   absl::StatusOr<Routing> Run() {
@@ -142,6 +155,7 @@ class Router {
       num_connections += static_cast<size_t>(proj.pre_indices_size());
     }
     entries.reserve(num_connections);
+    int64_t num_synapses = 0;
     for (int j = 0; j < e_.projections_size(); ++j) {
       const hxemu::v1::Projection& proj = e_.projections(j);
       const int receptor =
@@ -155,6 +169,7 @@ class Router {
              static_cast<int16_t>(c % kNumNeuronColumns),
              static_cast<int8_t>(c / kNumNeuronColumns),
              static_cast<int8_t>(receptor)});
+        num_synapses += entries.back().synapses;
       }
     }
     if (absl::Status s = CheckInDegree(entries); !s.ok()) return s;
@@ -262,8 +277,6 @@ class Router {
 
     // Synapses per connection, in projection order (the order of
     // `entries`).
-    int64_t num_synapses = 0;
-    for (const Entry& en : entries) num_synapses += en.synapses;
     out.synapses.reserve(static_cast<size_t>(num_synapses));
     size_t a = 0;  // entry of (j, k)
     for (int j = 0; j < e_.projections_size(); ++j) {
@@ -299,15 +312,8 @@ class Router {
     return {p, node - node_begin_[p]};
   }
 
-  int FixedBus(int64_t node) const {
-    const auto [p, n] = PopulationOf(node);
-    const hxemu::v1::Population& pop = e_.populations(p);
-    if (pop.cell_type() == hxemu::v1::CELL_TYPE_HX_NEURON) {
-      return (circuits_[p][n] % kNumNeuronColumns) /
-             (kNumNeuronColumns / kNumPadiBusesPerHemisphere);
-    }
-    return on_chip_bus_[p];
-  }
+  // PADI bus that a source's events must use, or kFreeBus.
+  int FixedBus(int64_t node) const { return fixed_bus_of_node_[node]; }
 
   std::string NeuronAt(int hemisphere, int column) const {
     const int c = hemisphere * kNumNeuronColumns + column;
@@ -375,13 +381,13 @@ class Router {
   // New rows that placing `pieces` on `bus` would open.
   static int64_t NewRows(const Bus& bus, int receptor,
                          const std::vector<Columns>& pieces) {
-    std::vector<uint8_t> taken(bus.rows.size(), 0);
+    std::bitset<kSynapseRowsPerPadiBus> taken;  // (a bus has at most that many)
     int64_t added = 0;
     for (const Columns& cols : pieces) {
       bool placed = false;
       for (size_t n = 0; n < bus.rows.size() && !placed; ++n) {
         if (!taken[n] && Fits(bus.rows[n], receptor, cols)) {
-          taken[n] = 1;
+          taken[n] = true;
           placed = true;
         }
       }
@@ -434,6 +440,7 @@ class Router {
   const std::vector<std::vector<int>>& circuits_;
   std::vector<int64_t> node_begin_;
   std::vector<int> on_chip_bus_;  // per population; kFreeBus if not on-chip
+  std::vector<int8_t> fixed_bus_of_node_;  // FixedBus, per node
 };
 
 }  // namespace
