@@ -2,8 +2,11 @@
 
 import os
 import stat
+import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +105,50 @@ def test_parameter_table_from_binary(tmp_path):
     table = _parameters._from_binary(binary)
     assert list(table) == ["leak_v_leak"]
     assert (table["leak_v_leak"].min, table["leak_v_leak"].max) == (0, 1022)
+
+
+def _exited(pid):
+    """The process is gone or a zombie (its parent died before reaping it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_server_dies_with_its_launcher(tmp_path):
+    # A launcher killed outright (no atexit, no stop()) must not leave its
+    # server running: Linux sends the server SIGTERM when the launcher dies.
+    pid_file = tmp_path / "server.pid"
+    binary = _script(tmp_path, "records_pid", f"""
+        import os, time
+        with open({str(pid_file)!r}, "w") as f:
+            f.write(str(os.getpid()))
+        print("hxemu-server listening on 127.0.0.1:1234", flush=True)
+        while True:
+            time.sleep(0.1)
+    """)
+    client = str(Path(__file__).resolve().parents[2] / "client" / "python")
+    launcher = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {client!r})
+        from hxemu._server import EmbeddedServer
+        EmbeddedServer(binary={binary!r}).start()
+        print("started", flush=True)
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert launcher.stdout.readline().strip() == "started"
+        pid = int(pid_file.read_text())
+        assert not _exited(pid)
+    finally:
+        launcher.kill()
+        launcher.wait()
+        launcher.stdout.close()
+    deadline = time.monotonic() + 10
+    while not _exited(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not _exited(pid):
+        os.kill(pid, 9)
+        pytest.fail("the server outlived its killed launcher by 10 s")

@@ -54,12 +54,29 @@ def find_server_binary() -> str:
         "to a running server with HXEMU_ADDRESS=host:port")
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Ask Linux to SIGTERM the server if the launching thread dies.
+def _with_parent_death_signal(command: list) -> tuple:
+    """``(command, preexec_fn)`` that make Linux SIGTERM the server if the
+    launching thread dies (PR_SET_PDEATHSIG; it fires when the *thread* that
+    started the child exits, so only from the main thread).
 
-    Only used when launching from the main thread: PR_SET_PDEATHSIG fires when
-    the *thread* that forked exits.
+    By util-linux's ``setpriv --pdeathsig`` in front of the command where it
+    exists (Debian: always), so that Popen needs no ``preexec_fn``: with one,
+    Python forks the whole process, and a fork while gRPC's threads run (the
+    client's channels) can abort it; without, it uses vfork, which runs no
+    fork handlers. Else the prctl in a ``preexec_fn``.
     """
+    if not (sys.platform.startswith("linux")
+            and threading.current_thread() is threading.main_thread()):
+        return command, None
+    setpriv = shutil.which("setpriv")
+    program = shutil.which(command[0])
+    if setpriv and program:
+        return [setpriv, "--pdeathsig", "TERM", "--", program, *command[1:]], None
+    return command, _die_with_parent
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Ask Linux to SIGTERM the server if the launching thread dies."""
     try:
         import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
@@ -106,9 +123,7 @@ class EmbeddedServer:
             command = [binary, "--listen=127.0.0.1:0", f"--num_chips={self.num_chips}",
                        *self.extra_args]
             self._stderr = tempfile.TemporaryFile(prefix="hxemu-server-", suffix=".stderr")
-            preexec = _die_with_parent if (
-                sys.platform.startswith("linux")
-                and threading.current_thread() is threading.main_thread()) else None
+            command, preexec = _with_parent_death_signal(command)
             try:
                 self._process = subprocess.Popen(
                     command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
