@@ -194,10 +194,11 @@ void ForEachSetFlag(const Flag* flags, int n, F f) {
 }
 
 // The i < n with flags[i] != 0, ascending, into out[0, count); returns
-// count. out must have room for n + 16 (whole vectors are stored). Once per
-// macro step over all slots, of which a few are set: with AVX-512, 16 flags
-// at a time by a compress of their indices (no branch per flag; the scalar
-// scan mispredicts at every set flag).
+// count (out has room for n: the whole vectors stored at out + count, with
+// count <= i, stay within it). Once per macro step over all slots, of which
+// a few are set: with AVX-512, 16 flags at a time by a compress of their
+// indices (no branch per flag; the scalar scan mispredicts at every set
+// flag).
 #if defined(HXEMU_SIMD_COMPACT)
 __attribute__((target("avx512f"))) int ListSetFlagsAvx512(const int32_t* flags,
                                                           int n, int* out) {
@@ -266,9 +267,9 @@ int ListSetFlags(const int32_t* flags, int n, int* out) {
 
 // expm1(a) / a for |a| <= 1 by its Taylor series to a^10 / 11! (no
 // division, no exp; relative error < 3e-9), by Estrin's scheme: 5
-// dependent operations, not Horner's 10 (in the macro steps and the 8 ns
-// steps alike, the update's chain of dependent operations binds, not their
-// number).
+// dependent operations instead of Horner's 10, a few more in all. (In the
+// macro steps this paid off only together with the corrector's shorter
+// chain, CoarseStep; tests/bench/README.md.)
 [[gnu::always_inline]] inline float Expm1OverX(float a) {
   const float a2 = a * a;
   const float a4 = a2 * a2;
@@ -1639,7 +1640,7 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
   sub_st.may_force = conn.any_bypass;
   FinePool pool;
   // fine_list[0, num_listed): the fine slots (macro-step mode).
-  std::vector<int> fine_list(n + 16);  // (+ 16: see ListSetFlags)
+  std::vector<int> fine_list(n);
   int num_listed = 0;
   // Slots that fired and may still be refractory (CoarseStep's reset-regime
   // slots are among them); in_refractory_list[slot]: slot is listed.
