@@ -123,25 +123,26 @@ class Router {
     for (int p = 0; p < e.populations_size(); ++p) {
       node_begin_[p + 1] = node_begin_[p] + e.populations(p).size();
     }
-    int on_chip = 0;
-    on_chip_bus_.assign(e.populations_size(), kFreeBus);
-    for (int p = 0; p < e.populations_size(); ++p) {
-      if (e.populations(p).cell_type() ==
-          hxemu::v1::CELL_TYPE_SPIKE_SOURCE_POISSON_ON_CHIP) {
-        on_chip_bus_[p] = on_chip++ % kNumPadiBusesPerHemisphere;
-      }
-    }
-    // (Per node, once: every connection asks for its source's bus.)
+    // Per node, once (every connection asks for its source's bus): an
+    // on-chip neuron's bus is its column's; an on-chip Poisson population
+    // uses the background source of its index among those populations.
     fixed_bus_of_node_.resize(static_cast<size_t>(node_begin_.back()));
+    int on_chip_poisson = 0;
     for (int p = 0; p < e.populations_size(); ++p) {
+      const hxemu::v1::Population& pop = e.populations(p);
+      int population_bus = kFreeBus;
+      if (pop.cell_type() ==
+          hxemu::v1::CELL_TYPE_SPIKE_SOURCE_POISSON_ON_CHIP) {
+        population_bus = on_chip_poisson++ % kNumPadiBusesPerHemisphere;
+      }
       const bool on_chip_neuron =
-          e.populations(p).cell_type() == hxemu::v1::CELL_TYPE_HX_NEURON;
-      for (int64_t n = 0; n < e.populations(p).size(); ++n) {
+          pop.cell_type() == hxemu::v1::CELL_TYPE_HX_NEURON;
+      for (int64_t n = 0; n < pop.size(); ++n) {
         fixed_bus_of_node_[node_begin_[p] + n] = static_cast<int8_t>(
             on_chip_neuron
                 ? (circuits_[p][n] % kNumNeuronColumns) /
                       (kNumNeuronColumns / kNumPadiBusesPerHemisphere)
-                : on_chip_bus_[p]);
+                : population_bus);
       }
     }
   }
@@ -439,7 +440,6 @@ class Router {
   const Experiment& e_;
   const std::vector<std::vector<int>>& circuits_;
   std::vector<int64_t> node_begin_;
-  std::vector<int> on_chip_bus_;  // per population; kFreeBus if not on-chip
   std::vector<int8_t> fixed_bus_of_node_;  // FixedBus, per node
 };
 
