@@ -20,6 +20,7 @@
 #include "engine.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -80,16 +81,8 @@ struct NeuronState {
         coarse_acc_inh(nc.num_slots, 0.0f) {
     stiff_pending.reserve(nc.num_slots);
     const size_t n = static_cast<size_t>(nc.num_slots);
-    refine.assign(n, 0);
     stiff_end.assign(n, 0);
     ResizeRegime(n);
-    start_refractory.assign(n, 0);
-    start_v_lo.assign(n, 0.0f);
-    start_i_exc.assign(n, 0.0f);
-    start_i_inh.assign(n, 0.0f);
-    start_noise_inc.assign(n, 0.0f);
-    spiked_i32.assign(n, 0);
-    forced_i32.assign(n, 0);
   }
 
   SlotArray<float> v_volt;       // membrane potential at the step end [V]
@@ -148,20 +141,6 @@ struct NeuronState {
     regime_changed.resize(n);
     regime_valid = false;
   }
-
-  // Start state of the last step, kept by the exponential-only 8 ns step
-  // (StepNeurons, kFull = false) for the slots it marks in `refine`: the
-  // rare steps that cross the exponent's clamp or diverge, which RefineStep
-  // then recomputes. noise_inc: the step's noise increment [V].
-  SlotArray<float> refine;  // 0 or 1
-  // spiked / forced as int32 for that step's loop: with bytes in it GCC
-  // takes 32 slots per iteration and spills most registers (the ETD2 loop,
-  // smaller, is faster that way).
-  SlotArray<int32_t> spiked_i32, forced_i32;
-  SlotArray<int32_t> start_refractory;
-  SlotArray<float> start_v_lo, start_i_exc, start_i_inh, start_noise_inc;
-  // Some event may set `forced` (a neuron has bypass).
-  bool may_force = true;
 };
 
 // Branch-free select for finite values: `weight` is exactly 0 or 1, so the
@@ -513,20 +492,15 @@ void SetRegime(const NeuronConstants& nc, NeuronState& st, int i) {
 // kFull = false: no slot has adaptation or COBA input (NeuronConstants::
 // adapt_or_coba): w stays +0 and N is the exponential term alone, so those
 // terms are skipped, bit-identically (x - 0 w = x).
-// Steps the first `count` slots (all of them, or all of a compact sub-network
-// in macro-step mode).
-// noise_scale: 1, or 0 in macro-step mode (the noise comes as one kick per
-// macro step, in CoarseStep). kNoise = false: noise_scale is 0, the noise term
-// (+0 z) is skipped and the generators do not advance (CoarseStep continues
-// their streams with the next kick); that is the compact pool of macro-step
-// mode, where the exponential term is stepped by ExpExcess (kExactExp
-// below).
+// Steps the first `count` slots (all of them: this is the tick-by-tick mode;
+// macro-step mode steps its few fine slots with StepFineSlots), each with its
+// membrane noise.
 // kInh = false: no synapse is inhibitory
 // (NeuronConstants::inhibitory_input), I_inh stays +0 and its terms are
 // skipped (x - G 0 = x); kFull implies kInh.
-template <bool kNonLinear, bool kFull, bool kNoise, bool kInh>
+template <bool kNonLinear, bool kFull, bool kInh>
 HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
-                                     int count, float noise_scale) {
+                                     int count) {
   const int n = nc.num_slots;
   const int loop_count = count;
   float* __restrict v = st.v_volt.data();
@@ -538,25 +512,6 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
   uint32_t* __restrict noise = st.noise_state.data();
   float* __restrict adapt = st.adapt_amp.data();
 
-  const float* __restrict decay_free = nc.decay[kFree].data();
-  const float* __restrict decay_reset = nc.decay[kReset].data();
-  const float* __restrict v_inf_free = nc.v_inf_volt[kFree].data();
-  const float* __restrict v_inf_reset = nc.v_inf_volt[kReset].data();
-  const float* __restrict drift_free = nc.drift_volt[kFree].data();
-  const float* __restrict drift_reset = nc.drift_volt[kReset].data();
-  const float* __restrict exc_gain_free =
-      nc.exc_gain_volt_per_amp[kFree].data();
-  const float* __restrict exc_gain_reset =
-      nc.exc_gain_volt_per_amp[kReset].data();
-  const float* __restrict inh_gain_free =
-      nc.inh_gain_volt_per_amp[kFree].data();
-  const float* __restrict inh_gain_reset =
-      nc.inh_gain_volt_per_amp[kReset].data();
-  const float* __restrict etd1_free = nc.etd1_s[kFree].data();
-  const float* __restrict etd1_reset = nc.etd1_s[kReset].data();
-  const float* __restrict exp_pref_free = nc.exp_pref_volt_per_s[kFree].data();
-  const float* __restrict exp_pref_reset =
-      nc.exp_pref_volt_per_s[kReset].data();
   const float* __restrict decay_cur = st.regime.decay.data();
   const float* __restrict v_inf_cur = st.regime.v_inf_volt.data();
   const float* __restrict drift_cur = st.regime.drift_volt.data();
@@ -587,51 +542,18 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
   const float* __restrict inv_c = nc.inv_c_per_farad.data();
 
   const float* __restrict v_stiff = nc.v_stiff_volt.data();
-  const float* __restrict exp_slope = nc.exp_slope_volt.data();
-  float* __restrict refine = st.refine.data();
   uint8_t* __restrict stiff_end = st.stiff_end.data();
-  int32_t* __restrict start_refractory = st.start_refractory.data();
-  float* __restrict start_v_lo = st.start_v_lo.data();
-  float* __restrict start_i_exc = st.start_i_exc.data();
-  float* __restrict start_i_inh = st.start_i_inh.data();
-  float* __restrict start_noise_inc = st.start_noise_inc.data();
-  constexpr float kDt = static_cast<float>(model::kStepS);
-  constexpr float kInvDt = static_cast<float>(1.0 / model::kStepS);
-  // The exponential term by ExpExcess (RefineStep only for the rare marked
-  // steps) in the compact pool of macro-step mode (no per-tick noise there),
-  // where a step's cost is mostly per call; by ETD2 with RefineStep for the
-  // steps that start in the stiff region when every neuron steps every tick
-  // (fewer operations per neuron), and with adaptation or COBA input.
-  constexpr bool kExactExp = kNonLinear && !kFull && !kNoise;
-  constexpr bool kStiffScan = kNonLinear && !kExactExp;
   // The constants of a slot's regime: from st.regime, kept for the regime
   // each slot steps in (measured: tick by tick 13 % faster than blending
-  // both regimes', the mixed load 4 %), except in the exponential-only pool
-  // of macro-step mode (kExactExp, gathered anew every macro step), where
-  // its upkeep cost 3 % more than the blends.
-  constexpr bool kRegimeCache = !kExactExp;
-  using Flag = std::conditional_t<kExactExp, int32_t, uint8_t>;
+  // both regimes', the mixed load 4 %).
   uint8_t* __restrict regime_changed = st.regime_changed.data();
-  if constexpr (kRegimeCache) {
-    if (!st.regime_valid) {
-      for (int i = 0; i < loop_count; ++i) SetRegime(nc, st, i);
-      st.regime_valid = true;
-    }
+  if (!st.regime_valid) {
+    for (int i = 0; i < loop_count; ++i) SetRegime(nc, st, i);
+    st.regime_valid = true;
   }
-  Flag* __restrict spiked;
-  const Flag* __restrict forced;
-  if constexpr (kExactExp) {
-    // (forced_i32 stays 0 where no neuron has bypass.)
-    if (st.may_force) {
-      for (int i = 0; i < loop_count; ++i) st.forced_i32[i] = st.forced[i];
-    }
-    spiked = st.spiked_i32.data();
-    forced = st.forced_i32.data();
-  } else {
-    spiked = st.spiked.data();
-    forced = st.forced.data();
-  }
-  if constexpr (kStiffScan) {
+  uint8_t* __restrict spiked = st.spiked.data();
+  const uint8_t* __restrict forced = st.forced.data();
+  if constexpr (kNonLinear) {
     st.stiff_pending.clear();
     // (Pointers captured by value: captured by reference, the main loop
     // below would reload them from memory and not vectorise.)
@@ -650,7 +572,6 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
   }
   int any = 0;
   int any_stiff = 0;
-  int any_marked = 0;  // kExactExp: some slot is marked for RefineStep
   // The arrays never alias (one std::vector each), but GCC ignores
   // __restrict on locals; ivdep spares the run-time alias checks that would
   // otherwise stop vectorisation.
@@ -660,23 +581,11 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
   for (int i = 0; i < loop_count; ++i) {
     // The constants of the slot's regime (no control flow in this loop).
     const int32_t left = refractory[i];
-    const float reset = static_cast<float>(left > reset_release[i]);
-    const float decay = kRegimeCache
-                            ? decay_cur[i]
-                            : Blend(reset, decay_reset[i], decay_free[i]);
-    const float v_inf = kRegimeCache
-                            ? v_inf_cur[i]
-                            : Blend(reset, v_inf_reset[i], v_inf_free[i]);
-    const float drift = kRegimeCache
-                            ? drift_cur[i]
-                            : Blend(reset, drift_reset[i], drift_free[i]);
-    const float exc_gain =
-        kRegimeCache ? exc_gain_cur[i]
-                     : Blend(reset, exc_gain_reset[i], exc_gain_free[i]);
-    const float inh_gain =
-        !kInh          ? 0.0f
-        : kRegimeCache ? inh_gain_cur[i]
-                       : Blend(reset, inh_gain_reset[i], inh_gain_free[i]);
+    const float decay = decay_cur[i];
+    const float v_inf = v_inf_cur[i];
+    const float drift = drift_cur[i];
+    const float exc_gain = exc_gain_cur[i];
+    const float inh_gain = kInh ? inh_gain_cur[i] : 0.0f;
 
     const float v_old = v[i];
     const float ie = i_exc[i];
@@ -687,82 +596,20 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
     // increment: V itself is accumulated with compensation (below).
     float inc_lin = decay * (v_inf - v_old) + drift + exc_gain * ie;
     if constexpr (kInh) inc_lin = inc_lin - inh_gain * ii;
-    float noise_inc = 0.0f;
-    if constexpr (kNoise) {
+    {
       const uint32_t r0 = random::XorShift32(noise[i]);
       const uint32_t r1 = random::XorShift32(r0);
       noise[i] = r1;
-      noise_inc = noise_scale * noise_step[i] * random::IrwinHall4(r0, r1);
-      inc_lin = inc_lin + noise_inc;
+      inc_lin = inc_lin + noise_step[i] * random::IrwinHall4(r0, r1);
     }
     float inc = inc_lin;
     float w_new = 0.0f;
     if constexpr (kNonLinear) {
       // Non-linear part: ETD2 predictor-corrector.
-      const float etd1 = kRegimeCache
-                             ? etd1_cur[i]
-                             : Blend(reset, etd1_reset[i], etd1_free[i]);
-      const float etd2 = kRegimeCache ? etd2_cur[i] : 0.0f;  // (not kExactExp)
-      const float exp_pref =
-          kRegimeCache ? exp_pref_cur[i]
-                       : Blend(reset, exp_pref_reset[i], exp_pref_free[i]);
-      if constexpr (kExactExp) {
-        // The exponential term exactly for a linear part of constant rate
-        // (ExpExcess, as in CoarseStep), so that the steep last steps before
-        // a spike need no sub-steps. (Its treatment of the leak, as if on a
-        // constant input, is off by ~(n0 dt)^2 / (2 Delta_T) per step where a
-        // strong leak balances the term, e.g. in the reset: < 0.1 uV at 8 ns,
-        // which is why macro steps keep ETD2 there.) At or above the
-        // exponent's clamp the term is constant: its exact part n0 etd1. A
-        // step that diverges (y > kMacroExpYMax), ends clearly above the
-        // clamp (0.1 Delta_T past it, the constant-rate solution errs by
-        // < 1 % of that part), is steeper than the series allows, or leaves
-        // the clamp (below) is marked for RefineStep, with its start state.
-        const float n0 = ExpTerm(v_old, exp_pref, exp_v_t[i], exp_inv_slope[i],
-                                 exp_arg_max[i]);
-        float y = 0.0f;
-        float in_range;
-        const float z_exact = ExpExcess</*kMacro=*/false>(
-            inc_lin, n0, kDt, exp_slope[i], exp_inv_slope[i], etd1 * kInvDt, y,
-            in_range);
-        const float v_clamp = exp_v_t[i] + exp_arg_max[i] * exp_slope[i];
-        const float below_clamp = v_old < v_clamp ? 1.0f : 0.0f;
-        inc = inc_lin + Blend(below_clamp, z_exact, n0 * etd1);
-        // (Arithmetic, not a mask &: GCC turns that into control flow here
-        // and stops vectorising.)
-        const float beyond = y > model::kMacroExpYMax ||
-                                     v_old + inc > v_clamp + 0.1f * exp_slope[i]
-                                 ? 1.0f
-                                 : 0.0f;
-        // A step from at or above the clamp to below it (a reset's first)
-        // took the clamped term as constant throughout: refined where that
-        // may overestimate its increment by more than
-        // model::kClampExitToleranceVolt. (The term at the end is exp(-x)
-        // of the clamped one, x = (v_clamp - v_end) / Delta_T; it falls
-        // through the step, so the excess is below n0 etd1 (1 - exp(-x)),
-        // and that below n0 etd1 min(x, 1): no exp needed.)
-        const float below_by = (v_clamp - (v_old + inc)) * exp_inv_slope[i];
-        const float left_clamp =
-            (1.0f - below_clamp) * static_cast<float>(below_by > 0.0f) *
-            static_cast<float>(n0 * etd1 * (below_by < 1.0f ? below_by : 1.0f) >
-                               model::kClampExitToleranceVolt);
-        // A step beyond the series' range, unless it falls where the term
-        // is negligible (model::kSteepStepNegligibleVolt).
-        const float steep =
-            (1.0f - in_range) *
-            std::max(
-                static_cast<float>(inc_lin > 0.0f),
-                static_cast<float>(n0 * kDt > model::kSteepStepNegligibleVolt));
-        const float mark =
-            std::max(below_clamp * std::max(beyond, steep), left_clamp);
-        refine[i] = mark;
-        any_marked |= static_cast<int>(mark != 0.0f);
-        start_refractory[i] = left;
-        start_v_lo[i] = v_lo[i];
-        start_i_exc[i] = ie;
-        start_i_inh[i] = ii;
-        start_noise_inc[i] = noise_inc;
-      } else if constexpr (!kFull) {
+      const float etd1 = etd1_cur[i];
+      const float etd2 = etd2_cur[i];
+      const float exp_pref = exp_pref_cur[i];
+      if constexpr (!kFull) {
         // ETD2 predictor-corrector.
         const float n0 = ExpTerm(v_old, exp_pref, exp_v_t[i], exp_inv_slope[i],
                                  exp_arg_max[i]);
@@ -811,38 +658,24 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
                          forced[i];
     const int32_t left_end = fire ? restart : left_next;
     refractory[i] = left_end;
-    if constexpr (kRegimeCache) {
-      regime_changed[i] = static_cast<uint8_t>(
-          static_cast<int32_t>(left > reset_release[i]) ^
-          static_cast<int32_t>(left_end > reset_release[i]));
-    }
+    regime_changed[i] =
+        static_cast<uint8_t>(static_cast<int32_t>(left > reset_release[i]) ^
+                             static_cast<int32_t>(left_end > reset_release[i]));
     if constexpr (kNonLinear) {
       if constexpr (kFull) {
         adapt[i] = w_new + static_cast<float>(fire) * adapt_b[i];
       }
-      if constexpr (kStiffScan) {
-        const int32_t stiff = static_cast<int32_t>(v_new > v_stiff[i]);
-        stiff_end[i] = static_cast<uint8_t>(stiff);
-        any_stiff |= stiff;
-      }
+      const int32_t stiff = static_cast<int32_t>(v_new > v_stiff[i]);
+      stiff_end[i] = static_cast<uint8_t>(stiff);
+      any_stiff |= stiff;
     }
     v_prev[i] = v_old;
     v[i] = v_new;
-    spiked[i] = static_cast<Flag>(fire);
+    spiked[i] = static_cast<uint8_t>(fire);
     any |= fire;
   }
-  const bool any_refine = any_marked != 0;
-  if constexpr (kExactExp) {
-    // The caller reads spiked only if a slot fired (RefineStep may make one
-    // fire).
-    if (any != 0 || any_refine) {
-      for (int i = 0; i < loop_count; ++i) {
-        st.spiked[i] = static_cast<uint8_t>(st.spiked_i32[i]);
-      }
-    }
-  }
   if constexpr (kNonLinear) {
-    // Marked slots: redo the step from its start state with sub-steps
+    // Stiff slots: redo the step from its start state with sub-steps
     // (RefineStep), then the same clocked logic as above.
     auto refine_slot = [&](int i, int32_t left, float noise_volt, double v0,
                            float w0, float ie0, float ii0) {
@@ -856,75 +689,390 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
                             static_cast<int32_t>(v_new >= v_threshold[i])) |
                            forced[i];
       refractory[i] = fire ? refractory_steps[i] : left_next;
-      if constexpr (kRegimeCache) {
-        regime_changed[i] = 1;  // (SetRegime below: for the new counter)
-      }
+      regime_changed[i] = 1;  // (SetRegime below: for the new counter)
       adapt[i] = w_new + static_cast<float>(fire) * adapt_b[i];
       v[i] = v_new;
       st.spiked[i] = static_cast<uint8_t>(fire);
       any |= fire;
       return v_new;
     };
-    if constexpr (kStiffScan) {
-      // Stiff slots (start above v_stiff, recorded before the step).
-      for (const NeuronState::StiffStart& ss : st.stiff_pending) {
-        float noise_volt = 0.0f;
-        if constexpr (kNoise) {
-          const uint32_t r0 = random::XorShift32(ss.noise_state);
-          const uint32_t r1 = random::XorShift32(r0);
-          noise_volt =
-              noise_scale * noise_step[ss.slot] * random::IrwinHall4(r0, r1);
-        }
-        const float v_new =
-            refine_slot(ss.slot, ss.refractory_left, noise_volt,
-                        static_cast<double>(ss.v_volt) + ss.v_lo_volt, ss.w_amp,
-                        ss.i_exc_amp, ss.i_inh_amp);
-        const int32_t stiff = static_cast<int32_t>(v_new > v_stiff[ss.slot]);
-        stiff_end[ss.slot] = static_cast<uint8_t>(stiff);
-        any_stiff |= stiff;
-      }
-      st.any_stiff = any_stiff != 0;
-      st.stiff_end_valid = true;
-    } else {
-      for (int i = 0; any_refine && i < loop_count; ++i) {
-        if (refine[i] == 0.0f) continue;
-        refine_slot(i, start_refractory[i], start_noise_inc[i],
-                    static_cast<double>(v_prev[i]) + start_v_lo[i], 0.0f,
-                    start_i_exc[i], start_i_inh[i]);
-      }
+    // Stiff slots (start above v_stiff, recorded before the step).
+    for (const NeuronState::StiffStart& ss : st.stiff_pending) {
+      const uint32_t r0 = random::XorShift32(ss.noise_state);
+      const uint32_t r1 = random::XorShift32(r0);
+      const float noise_volt = noise_step[ss.slot] * random::IrwinHall4(r0, r1);
+      const float v_new =
+          refine_slot(ss.slot, ss.refractory_left, noise_volt,
+                      static_cast<double>(ss.v_volt) + ss.v_lo_volt, ss.w_amp,
+                      ss.i_exc_amp, ss.i_inh_amp);
+      const int32_t stiff = static_cast<int32_t>(v_new > v_stiff[ss.slot]);
+      stiff_end[ss.slot] = static_cast<uint8_t>(stiff);
+      any_stiff |= stiff;
     }
+    st.any_stiff = any_stiff != 0;
+    st.stiff_end_valid = true;
   }
   // Slots whose next step is in the other regime (a spike, a release from
   // the reset) take its constants.
-  if constexpr (kRegimeCache) {
-    ForEachSetFlag(regime_changed, loop_count,
-                   [&](int i) { SetRegime(nc, st, i); });
-  }
+  ForEachSetFlag(regime_changed, loop_count,
+                 [&](int i) { SetRegime(nc, st, i); });
   return any != 0;
 }
 
-// StepNeurons in the variant for these constants; noise: tick by tick
-// (noise_scale 1), else macro-step mode (0).
-bool Step(const NeuronConstants& nc, NeuronState& st, int count, bool noise) {
+// StepNeurons in the variant for these constants.
+bool Step(const NeuronConstants& nc, NeuronState& st, int count) {
   const bool inh = nc.inhibitory_input;
   if (!nc.non_linear) {
-    if (noise) {
-      return inh ? StepNeurons<false, false, true, true>(nc, st, count, 1.0f)
-                 : StepNeurons<false, false, true, false>(nc, st, count, 1.0f);
-    }
-    return inh ? StepNeurons<false, false, false, true>(nc, st, count, 0.0f)
-               : StepNeurons<false, false, false, false>(nc, st, count, 0.0f);
+    return inh ? StepNeurons<false, false, true>(nc, st, count)
+               : StepNeurons<false, false, false>(nc, st, count);
   }
   if (!nc.adapt_or_coba) {
-    if (noise) {
-      return inh ? StepNeurons<true, false, true, true>(nc, st, count, 1.0f)
-                 : StepNeurons<true, false, true, false>(nc, st, count, 1.0f);
-    }
-    return inh ? StepNeurons<true, false, false, true>(nc, st, count, 0.0f)
-               : StepNeurons<true, false, false, false>(nc, st, count, 0.0f);
+    return inh ? StepNeurons<true, false, true>(nc, st, count)
+               : StepNeurons<true, false, false>(nc, st, count);
   }
-  return noise ? StepNeurons<true, true, true, true>(nc, st, count, 1.0f)
-               : StepNeurons<true, true, false, true>(nc, st, count, 0.0f);
+  return StepNeurons<true, true, true>(nc, st, count);
+}
+
+// What StepFineSlots takes and gives for one macro step. In: its bins (as
+// for CoarseStep; bin_used[j]: tick j has events), the bypass flags by tick
+// (forced_bins[j * n + slot], or nullptr where no neuron has bypass) and
+// the slots the MADC records (probe_slot[c] for channel c, -1 if none).
+// Out: the spikes of the fine slots, by block of slots and within a block
+// by tick (tick: within the macro step; v_old, v_new: the membrane at the
+// start and end of that tick [V], for the crossing's interpolation), and
+// each probed slot's values after every tick.
+struct FineSpike {
+  int32_t slot;
+  int32_t tick;
+  float v_old_volt, v_new_volt;
+  bool forced;
+};
+struct ProbeValues {
+  float v_prev_volt, v_volt, i_exc_amp, i_inh_amp, adapt_amp;
+};
+constexpr int kMaxMadcChannels = 2;
+struct FineStepsIo {
+  const uint8_t* bin_used = nullptr;
+  const float* const* bin_values = nullptr;
+  const uint8_t* forced_bins = nullptr;
+  std::array<int, kMaxMadcChannels> probe_slot = {-1, -1};
+  std::vector<FineSpike> spikes;
+  std::array<std::array<ProbeValues, model::kMacroTicks>, kMaxMadcChannels>
+      probe;
+};
+
+// The lanes of StepFineSlots: one AVX-512 vector of floats (two AVX2 ones).
+constexpr int kLanes = 16;
+template <typename T>
+using Lanes = std::array<T, kLanes>;
+
+// The fine slots of a macro step (macro-step mode: the few that CoarseStep
+// left, slots[0, count)) through its m ticks, kLanes slots at a time, whose
+// state and constants stay in small arrays (L1, mostly registers) for all m
+// ticks: the same 8 ns step as StepNeurons, without noise (macro-step mode
+// has one noise kick per macro step, in CoarseStep), the exponential term by
+// ExpExcess where it is the only non-linear current (kFull false: exact for a
+// linear part of constant rate, so that the steep last steps before a spike
+// need no sub-steps), else by ETD2; the rare steps beyond those schemes are
+// redone by RefineStep, one slot at a time. (On compact copies of the slots
+// and a call per tick, as StepNeurons runs, the same work took ~3x the
+// instructions: the pointers and arrays of every quantity loaded anew at
+// every tick, the bins' events added and the spikes looked for outside.)
+// kNonLinear, kFull, kInh: as for StepNeurons (kFull implies kInh).
+template <bool kNonLinear, bool kFull, bool kInh>
+HXEMU_VECTOR_CLONES void StepFineSlots(const NeuronConstants& nc,
+                                       NeuronState& st, const int* slots,
+                                       int count, int m, FineStepsIo& io) {
+  static_assert(kInh || !kFull);
+  constexpr bool kExactExp = kNonLinear && !kFull;
+  constexpr float kDt = static_cast<float>(model::kStepS);
+  constexpr float kInvDt = static_cast<float>(1.0 / model::kStepS);
+  const int n = nc.num_slots;
+  const bool add_inh = kInh && nc.inhibitory_input;
+  for (int first = 0; first < count; first += kLanes) {
+    // Lanes past `count` compute a copy of the first one's slot; nothing of
+    // them is recorded or written back.
+    const int lanes = std::min(kLanes, count - first);
+    Lanes<int> idx;
+    for (int l = 0; l < kLanes; ++l)
+      idx[l] = slots[first + (l < lanes ? l : 0)];
+    auto load = [&idx](const auto& a, Lanes<std::decay_t<decltype(a[0])>>& to) {
+      for (int l = 0; l < kLanes; ++l) to[l] = a[idx[l]];
+    };
+    // Constants (of both regimes where they differ).
+    alignas(64) Lanes<float> decay_f, decay_r, v_inf_f, v_inf_r, drift_f,
+        drift_r, ge_f, ge_r, gi_f{}, gi_r{}, etd1_f{}, etd1_r{}, etd2_f{},
+        etd2_r{}, pref_f{}, pref_r{}, coba_e_f{}, coba_e_r{}, coba_i_f{},
+        coba_i_r{}, exc_decay, inh_decay{}, v_th, exp_v_t{}, exp_inv_slope{},
+        exp_slope{}, exp_arg_max{}, e_exc{}, e_inh{}, adapt_a{}, adapt_v_ref{},
+        adapt_decay{}, adapt_q1{}, adapt_q2{}, adapt_b{}, inv_c{}, v_stiff{};
+    alignas(64) Lanes<int32_t> restart, release;
+    load(nc.decay[kFree], decay_f);
+    load(nc.decay[kReset], decay_r);
+    load(nc.v_inf_volt[kFree], v_inf_f);
+    load(nc.v_inf_volt[kReset], v_inf_r);
+    load(nc.drift_volt[kFree], drift_f);
+    load(nc.drift_volt[kReset], drift_r);
+    load(nc.exc_gain_volt_per_amp[kFree], ge_f);
+    load(nc.exc_gain_volt_per_amp[kReset], ge_r);
+    load(nc.exc_decay, exc_decay);
+    load(nc.v_threshold_volt, v_th);
+    load(nc.refractory_steps, restart);
+    load(nc.reset_release_steps, release);
+    if constexpr (kInh) {
+      load(nc.inh_gain_volt_per_amp[kFree], gi_f);
+      load(nc.inh_gain_volt_per_amp[kReset], gi_r);
+      load(nc.inh_decay, inh_decay);
+    }
+    if constexpr (kNonLinear) {
+      load(nc.etd1_s[kFree], etd1_f);
+      load(nc.etd1_s[kReset], etd1_r);
+      load(nc.exp_pref_volt_per_s[kFree], pref_f);
+      load(nc.exp_pref_volt_per_s[kReset], pref_r);
+      load(nc.exp_v_t_volt, exp_v_t);
+      load(nc.exp_inv_slope_per_volt, exp_inv_slope);
+      load(nc.exp_slope_volt, exp_slope);
+      load(nc.exp_arg_max, exp_arg_max);
+    }
+    if constexpr (kFull) {
+      load(nc.etd2_s[kFree], etd2_f);
+      load(nc.etd2_s[kReset], etd2_r);
+      load(nc.coba_exc[kFree], coba_e_f);
+      load(nc.coba_exc[kReset], coba_e_r);
+      load(nc.coba_inh[kFree], coba_i_f);
+      load(nc.coba_inh[kReset], coba_i_r);
+      load(nc.coba_exc_rev_volt, e_exc);
+      load(nc.coba_inh_rev_volt, e_inh);
+      load(nc.adapt_a_siemens, adapt_a);
+      load(nc.adapt_v_ref_volt, adapt_v_ref);
+      load(nc.adapt_decay, adapt_decay);
+      load(nc.adapt_q1, adapt_q1);
+      load(nc.adapt_q2, adapt_q2);
+      load(nc.adapt_b_amp, adapt_b);
+      load(nc.inv_c_per_farad, inv_c);
+      load(nc.v_stiff_volt, v_stiff);
+    }
+    // State; *_start: at the start of the tick (RefineStep's, the spikes').
+    alignas(64) Lanes<float> v, v_start, lo, lo_start, ie, ie_start, ii{},
+        ii_start{}, w{}, w_start{};
+    alignas(64) Lanes<int32_t> left, left_start, forced{}, fire, refine;
+    load(st.v_volt, v);
+    load(st.v_lo_volt, lo);
+    for (int l = 0; l < kLanes; ++l) ie[l] = st.current_amp[idx[l]];
+    if constexpr (kInh) {
+      for (int l = 0; l < kLanes; ++l) ii[l] = st.current_amp[n + idx[l]];
+    }
+    if constexpr (kFull) load(st.adapt_amp, w);
+    load(st.refractory_left, left);
+    std::array<int, kMaxMadcChannels> probe_lane = {-1, -1};
+    for (int c = 0; c < kMaxMadcChannels; ++c) {
+      for (int l = 0; l < lanes; ++l) {
+        if (idx[l] == io.probe_slot[c]) probe_lane[c] = l;
+      }
+    }
+
+    for (int j = 0; j < m; ++j) {
+      if (io.bin_used[j]) {
+        const float* bin = io.bin_values[j];
+        for (int l = 0; l < kLanes; ++l) ie[l] += bin[idx[l]];
+        if (add_inh) {
+          for (int l = 0; l < kLanes; ++l) ii[l] += bin[n + idx[l]];
+        }
+        if (io.forced_bins != nullptr) {
+          const uint8_t* f = io.forced_bins + static_cast<size_t>(j) * n;
+          for (int l = 0; l < kLanes; ++l) forced[l] = f[idx[l]];
+        }
+      }
+      int32_t any_fire = 0;
+      int32_t any_refine = 0;
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC ivdep
+#endif
+      for (int l = 0; l < kLanes; ++l) {
+        // The constants of the slot's regime, by selects: they wait for the
+        // last tick's spike (refractory counter), and a blend's arithmetic
+        // would lengthen the chain from one tick to the next.
+        const int32_t left_old = left[l];
+        const bool reset = left_old > release[l];
+        auto of_regime = [reset](float if_reset, float if_free) {
+          return reset ? if_reset : if_free;
+        };
+        const float v_old = v[l];
+        const float ie_old = ie[l];
+        const float ii_old = kInh ? ii[l] : 0.0f;
+        const float w_old = kFull ? w[l] : 0.0f;
+        v_start[l] = v_old;
+        lo_start[l] = lo[l];
+        ie_start[l] = ie_old;
+        if constexpr (kInh) ii_start[l] = ii_old;
+        if constexpr (kFull) w_start[l] = w_old;
+        left_start[l] = left_old;
+        const float ie_next = ie_old * exc_decay[l];
+        const float ii_next = kInh ? ii_old * inh_decay[l] : 0.0f;
+        float inc_lin = of_regime(decay_r[l], decay_f[l]) *
+                            (of_regime(v_inf_r[l], v_inf_f[l]) - v_old) +
+                        of_regime(drift_r[l], drift_f[l]) +
+                        of_regime(ge_r[l], ge_f[l]) * ie_old;
+        if constexpr (kInh) {
+          inc_lin = inc_lin - of_regime(gi_r[l], gi_f[l]) * ii_old;
+        }
+        float inc = inc_lin;
+        float w_new = 0.0f;
+        float mark = 0.0f;  // 1: the step is redone by RefineStep
+        if constexpr (kExactExp) {
+          // At or above the exponent's clamp the term is constant: its exact
+          // part n0 etd1. A step that diverges (y > kMacroExpYMax), ends
+          // clearly above the clamp (0.1 Delta_T past it, the constant-rate
+          // solution errs by < 1 % of that part), is steeper than the series
+          // allows, or leaves the clamp (below) is refined. (ExpExcess's
+          // treatment of the leak, as if on a constant input, is off by
+          // ~(n0 dt)^2 / (2 Delta_T) per step where a strong leak balances
+          // the term, e.g. in the reset: < 0.1 uV at 8 ns.)
+          const float etd1 = of_regime(etd1_r[l], etd1_f[l]);
+          const float n0 =
+              ExpTerm(v_old, of_regime(pref_r[l], pref_f[l]), exp_v_t[l],
+                      exp_inv_slope[l], exp_arg_max[l]);
+          float y = 0.0f;
+          float in_range;
+          const float z_exact = ExpExcess</*kMacro=*/false>(
+              inc_lin, n0, kDt, exp_slope[l], exp_inv_slope[l], etd1 * kInvDt,
+              y, in_range);
+          const float v_clamp = exp_v_t[l] + exp_arg_max[l] * exp_slope[l];
+          const float below_clamp = v_old < v_clamp ? 1.0f : 0.0f;
+          inc = inc_lin + (below_clamp != 0.0f ? z_exact : n0 * etd1);
+          // (Arithmetic, not a mask &: GCC turns that into control flow
+          // here and stops vectorising.)
+          const float beyond =
+              y > model::kMacroExpYMax ||
+                      v_old + inc > v_clamp + 0.1f * exp_slope[l]
+                  ? 1.0f
+                  : 0.0f;
+          // A step from at or above the clamp to below it (a reset's first)
+          // took the clamped term as constant throughout: refined where that
+          // may overestimate its increment by more than
+          // model::kClampExitToleranceVolt. (The term at the end is exp(-x)
+          // of the clamped one, x = (v_clamp - v_end) / Delta_T; it falls
+          // through the step, so the excess is below n0 etd1 (1 - exp(-x)),
+          // and that below n0 etd1 min(x, 1): no exp needed.)
+          const float below_by = (v_clamp - (v_old + inc)) * exp_inv_slope[l];
+          const float left_clamp =
+              (1.0f - below_clamp) * static_cast<float>(below_by > 0.0f) *
+              static_cast<float>(n0 * etd1 *
+                                     (below_by < 1.0f ? below_by : 1.0f) >
+                                 model::kClampExitToleranceVolt);
+          // A step beyond the series' range, unless it falls where the term
+          // is negligible (model::kSteepStepNegligibleVolt).
+          const float steep =
+              (1.0f - in_range) *
+              std::max(static_cast<float>(inc_lin > 0.0f),
+                       static_cast<float>(n0 * kDt >
+                                          model::kSteepStepNegligibleVolt));
+          mark = std::max(below_clamp * std::max(beyond, steep), left_clamp);
+        } else if constexpr (kFull) {
+          // ETD2 predictor-corrector; a step that starts in the stiff region
+          // is refined.
+          const float exp_pref = of_regime(pref_r[l], pref_f[l]);
+          const float coba_e = of_regime(coba_e_r[l], coba_e_f[l]);
+          const float coba_i = of_regime(coba_i_r[l], coba_i_f[l]);
+          const float a = adapt_a[l];
+          const float w_lin = w_old * adapt_decay[l] +
+                              a * (v_old - adapt_v_ref[l]) * adapt_q1[l];
+          const float n0 =
+              NonLinear(v_old, w_old, ie_old, ii_old, exp_pref, exp_v_t[l],
+                        exp_inv_slope[l], exp_arg_max[l], inv_c[l], coba_e,
+                        e_exc[l], coba_i, e_inh[l]);
+          const float inc_pred = inc_lin + of_regime(etd1_r[l], etd1_f[l]) * n0;
+          const float n1 =
+              NonLinear(v_old + inc_pred, w_lin, ie_next, ii_next, exp_pref,
+                        exp_v_t[l], exp_inv_slope[l], exp_arg_max[l], inv_c[l],
+                        coba_e, e_exc[l], coba_i, e_inh[l]);
+          inc = inc_pred + of_regime(etd2_r[l], etd2_f[l]) * (n1 - n0);
+          w_new = w_lin + a * inc * adapt_q2[l];
+          mark = static_cast<float>(v_old > v_stiff[l]);
+        }
+        float lo_new = lo[l];
+        float v_new;
+        AddToMembrane(v_old, inc, lo_new, v_new);
+        lo[l] = lo_new;
+        v[l] = v_new;
+        ie[l] = ie_next > model::kSynFlushAmp ? ie_next : 0.0f;
+        if constexpr (kInh) {
+          ii[l] = ii_next > model::kSynFlushAmp ? ii_next : 0.0f;
+        }
+        const int32_t left_next = left_old > 0 ? left_old - 1 : 0;
+        // A bypass event fires regardless of threshold and refractory state.
+        const int32_t fires = (static_cast<int32_t>(left_next == 0) &
+                               static_cast<int32_t>(v_new >= v_th[l])) |
+                              forced[l];
+        left[l] = fires ? restart[l] : left_next;
+        if constexpr (kFull) {
+          w[l] = w_new + static_cast<float>(fires) * adapt_b[l];
+        }
+        fire[l] = fires;
+        refine[l] = static_cast<int32_t>(mark != 0.0f);
+        any_fire |= fires;
+        any_refine |= refine[l];
+      }
+      if (kNonLinear && any_refine != 0) {
+        for (int l = 0; l < lanes; ++l) {
+          if (refine[l] == 0) continue;
+          const int k = left_start[l] > release[l] ? kReset : kFree;
+          const auto [v_end, w_end] =
+              RefineStep(nc.stiff[idx[l]], k, /*noise_volt=*/0.0,
+                         static_cast<double>(v_start[l]) + lo_start[l],
+                         w_start[l], ie_start[l], ii_start[l]);
+          v[l] = static_cast<float>(v_end);
+          lo[l] = static_cast<float>(v_end - v[l]);
+          const int32_t next = left_start[l] > 0 ? left_start[l] - 1 : 0;
+          fire[l] =
+              static_cast<int32_t>(next == 0 && v[l] >= v_th[l]) | forced[l];
+          left[l] = fire[l] ? restart[l] : next;
+          if constexpr (kFull) {
+            w[l] = w_end + static_cast<float>(fire[l]) * adapt_b[l];
+          }
+          any_fire |= fire[l];
+        }
+      }
+      if (any_fire != 0) {
+        for (int l = 0; l < lanes; ++l) {
+          if (fire[l]) {
+            io.spikes.push_back({idx[l], j, v_start[l], v[l], forced[l] != 0});
+          }
+        }
+      }
+      for (int c = 0; c < kMaxMadcChannels; ++c) {
+        const int l = probe_lane[c];
+        if (l >= 0) io.probe[c][j] = {v_start[l], v[l], ie[l], ii[l], w[l]};
+      }
+      if (io.forced_bins != nullptr) forced.fill(0);
+    }
+    for (int l = 0; l < lanes; ++l) {
+      const int i = idx[l];
+      st.v_volt[i] = v[l];
+      st.v_prev_volt[i] = v_start[l];
+      st.v_lo_volt[i] = lo[l];
+      st.current_amp[i] = ie[l];
+      if constexpr (kInh) st.current_amp[n + i] = ii[l];
+      if constexpr (kFull) st.adapt_amp[i] = w[l];
+      st.refractory_left[i] = left[l];
+    }
+  }
+}
+
+// StepFineSlots in the variant for these constants.
+void StepFine(const NeuronConstants& nc, NeuronState& st, const int* slots,
+              int count, int m, FineStepsIo& io) {
+  const bool inh = nc.inhibitory_input;
+  if (!nc.non_linear) {
+    return inh ? StepFineSlots<false, false, true>(nc, st, slots, count, m, io)
+               : StepFineSlots<false, false, false>(nc, st, slots, count, m,
+                                                    io);
+  }
+  if (!nc.adapt_or_coba) {
+    return inh ? StepFineSlots<true, false, true>(nc, st, slots, count, m, io)
+               : StepFineSlots<true, false, false>(nc, st, slots, count, m, io);
+  }
+  StepFineSlots<true, true, true>(nc, st, slots, count, m, io);
 }
 
 // One macro step of `m` ticks for every slot that qualifies (see
@@ -1243,206 +1391,6 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
   }
 }
 
-// Compact sub-networks are padded to a multiple of this many slots (one
-// AVX2 vector of floats; measured on the reference load with AVX-512: 8
-// slots 25 ms hardware per wall s, 16 24, 32 20).
-constexpr size_t kPadSlots = 8;
-
-// The constants of the slots `list` (in that order) as a compact network
-// `sub`, so that the few neurons stepping tick by tick in macro-step mode run
-// through the same vectorised StepNeurons. Reuses sub's capacity: no
-// allocation once it has held all slots.
-//
-// Calls g(src, dst) for every per-slot array StepNeurons reads (the one list
-// of them, for resizing and for copying), or with `all` = false only for
-// those that the pool's variant without adaptation and COBA input reads
-// (kExactExp: no COBA, adaptation, ETD2 or noise constants), a third fewer
-// copies per slot that joins the pool.
-template <typename G>
-void ForEachStepConstant(const NeuronConstants& nc, NeuronConstants& sub,
-                         bool all, G g) {
-  g(nc.node, sub.node);
-  for (int r = 0; r < kNumRegimes; ++r) {
-    g(nc.decay[r], sub.decay[r]);
-    g(nc.v_inf_volt[r], sub.v_inf_volt[r]);
-    g(nc.drift_volt[r], sub.drift_volt[r]);
-    g(nc.exc_gain_volt_per_amp[r], sub.exc_gain_volt_per_amp[r]);
-    g(nc.inh_gain_volt_per_amp[r], sub.inh_gain_volt_per_amp[r]);
-    g(nc.etd1_s[r], sub.etd1_s[r]);
-    g(nc.exp_pref_volt_per_s[r], sub.exp_pref_volt_per_s[r]);
-    if (all) {
-      g(nc.etd2_s[r], sub.etd2_s[r]);
-      g(nc.coba_exc[r], sub.coba_exc[r]);
-      g(nc.coba_inh[r], sub.coba_inh[r]);
-    }
-  }
-  g(nc.exp_v_t_volt, sub.exp_v_t_volt);
-  g(nc.exp_inv_slope_per_volt, sub.exp_inv_slope_per_volt);
-  g(nc.exp_slope_volt, sub.exp_slope_volt);
-  g(nc.exp_arg_max, sub.exp_arg_max);
-  g(nc.stiff, sub.stiff);
-  g(nc.exc_decay, sub.exc_decay);
-  g(nc.inh_decay, sub.inh_decay);
-  g(nc.v_threshold_volt, sub.v_threshold_volt);
-  g(nc.refractory_steps, sub.refractory_steps);
-  g(nc.reset_release_steps, sub.reset_release_steps);
-  if (all) {
-    g(nc.coba_exc_rev_volt, sub.coba_exc_rev_volt);
-    g(nc.coba_inh_rev_volt, sub.coba_inh_rev_volt);
-    g(nc.adapt_a_siemens, sub.adapt_a_siemens);
-    g(nc.adapt_v_ref_volt, sub.adapt_v_ref_volt);
-    g(nc.adapt_decay, sub.adapt_decay);
-    g(nc.adapt_q1, sub.adapt_q1);
-    g(nc.adapt_q2, sub.adapt_q2);
-    g(nc.adapt_b_amp, sub.adapt_b_amp);
-    g(nc.inv_c_per_farad, sub.inv_c_per_farad);
-    g(nc.v_stiff_volt, sub.v_stiff_volt);
-    g(nc.noise_step_volt, sub.noise_step_volt);
-  }
-}
-
-// The compact network `sub` as a pool of positions (pool_slot[p]: the slot
-// whose constants position p holds, or -1 if free). Only slots that became
-// fine have their constants copied, and a slot that stopped being fine is
-// replaced by the last position (the set changes by a few slots per macro
-// step), so the pool stays dense: the active positions first, then at most
-// kPadSlots - 1 free ones up to a whole vector, computed with quiescent
-// state and never recorded or written back. Results do not depend on
-// positions (the vector lanes are independent).
-struct FinePool {
-  std::vector<int> pool_slot;    // per position
-  std::vector<int> index;        // per position: pool_slot, or 0 if free
-  std::vector<int> pos_of_slot;  // per slot, -1 if not in the pool
-  int active = 0;                // positions [0, active) are in use
-  int size = 0;                  // positions, a multiple of kPadSlots
-
-  // Makes the pool hold exactly the slots of `fine_list`; returns the number
-  // of positions.
-  int Update(const NeuronConstants& nc, absl::Span<const int> fine_list,
-             const int32_t* fine, NeuronConstants& sub) {
-    if (pos_of_slot.empty()) pos_of_slot.assign(nc.num_slots, -1);
-    // Remove the slots that are no longer fine: the last position fills
-    // the hole.
-    for (int p = 0; p < active;) {
-      const int i = pool_slot[p];
-      if (fine[i]) {
-        ++p;
-        continue;
-      }
-      pos_of_slot[i] = -1;
-      const int last = --active;
-      if (p != last) {
-        const int moved = pool_slot[last];
-        pool_slot[p] = moved;
-        pos_of_slot[moved] = p;
-        ForEachStepConstant(
-            sub, sub, nc.adapt_or_coba,
-            [&](const auto& src, auto& dst) { dst[p] = src[last]; });
-      }
-      pool_slot[last] = -1;
-    }
-    for (int i : fine_list) {
-      if (pos_of_slot[i] >= 0) continue;
-      const int p = active++;
-      if (p >= static_cast<int>(pool_slot.size())) {
-        pool_slot.resize(p + kPadSlots, -1);
-        ForEachStepConstant(nc, sub, /*all=*/true,
-                            [&](const auto& src, auto& dst) {
-                              dst.resize(p + kPadSlots, src[i]);
-                            });
-      }
-      pool_slot[p] = i;
-      pos_of_slot[i] = p;
-      ForEachStepConstant(nc, sub, nc.adapt_or_coba,
-                          [&](const auto& src, auto& dst) { dst[p] = src[i]; });
-    }
-    size = static_cast<int>((active + kPadSlots - 1) / kPadSlots * kPadSlots);
-    for (int p = active; p < size; ++p) pool_slot[p] = -1;
-    sub.num_slots = size;
-    sub.non_linear = nc.non_linear;
-    sub.adapt_or_coba = nc.adapt_or_coba;
-    sub.inhibitory_input = nc.inhibitory_input;
-    index.resize(size);
-    for (int p = 0; p < size; ++p) {
-      index[p] = pool_slot[p] < 0 ? 0 : pool_slot[p];
-    }
-    return size;
-  }
-};
-
-// Copies the state of the pool's slots into the compact `sub` (free
-// positions: quiescent, V = 0, no currents, not refractory).
-void GatherState(const NeuronState& st, int n, const FinePool& pool,
-                 NeuronState& sub) {
-  const size_t k = static_cast<size_t>(pool.size);
-  // (The arrays change size only here, together; the pool's size changes
-  // every few macro steps.)
-  if (sub.v_volt.size() != k) {
-    sub.v_volt.resize(k);
-    sub.v_prev_volt.resize(k);
-    sub.v_lo_volt.resize(k);
-    sub.adapt_amp.resize(k);
-    sub.refractory_left.resize(k);
-    sub.noise_state.resize(k);
-    sub.spiked_i32.resize(k);
-    sub.forced_i32.resize(k);
-    sub.refine.resize(k);
-    sub.start_refractory.resize(k);
-    sub.start_v_lo.resize(k);
-    sub.start_i_exc.resize(k);
-    sub.start_i_inh.resize(k);
-    sub.start_noise_inc.resize(k);
-    sub.current_amp.resize(2 * k);
-    sub.stiff_end.resize(k);
-    sub.ResizeRegime(k);
-  }
-  sub.regime_valid = false;  // (other slots at the positions)
-  sub.spiked.assign(k, 0);
-  sub.forced.assign(k, 0);
-  for (size_t q = 0; q < k; ++q) {
-    const int i = pool.pool_slot[q];
-    if (i < 0) {
-      sub.v_volt[q] = 0.0f;
-      sub.v_prev_volt[q] = 0.0f;
-      sub.v_lo_volt[q] = 0.0f;
-      sub.adapt_amp[q] = 0.0f;
-      sub.refractory_left[q] = 0;
-      sub.noise_state[q] = 1;
-      sub.current_amp[q] = 0.0f;
-      sub.current_amp[k + q] = 0.0f;
-      continue;
-    }
-    sub.v_volt[q] = st.v_volt[i];
-    sub.v_prev_volt[q] = st.v_prev_volt[i];
-    sub.v_lo_volt[q] = st.v_lo_volt[i];
-    sub.adapt_amp[q] = st.adapt_amp[i];
-    sub.refractory_left[q] = st.refractory_left[i];
-    sub.noise_state[q] = st.noise_state[i];
-    sub.current_amp[q] = st.current_amp[i];
-    sub.current_amp[k + q] = st.current_amp[n + i];
-  }
-  sub.any_stiff = true;
-  sub.stiff_end_valid = false;
-}
-
-// Writes the state of the pool's slots back.
-void ScatterState(const NeuronState& sub, int n, const FinePool& pool,
-                  NeuronState& st) {
-  const size_t k = static_cast<size_t>(pool.size);
-  for (size_t q = 0; q < k; ++q) {
-    const int i = pool.pool_slot[q];
-    if (i < 0) continue;
-    st.v_volt[i] = sub.v_volt[q];
-    st.v_prev_volt[i] = sub.v_prev_volt[q];
-    st.v_lo_volt[i] = sub.v_lo_volt[q];
-    st.adapt_amp[i] = sub.adapt_amp[q];
-    st.refractory_left[i] = sub.refractory_left[q];
-    st.noise_state[i] = sub.noise_state[q];
-    st.current_amp[i] = sub.current_amp[q];
-    st.current_amp[n + i] = sub.current_amp[k + q];
-  }
-}
-
 // dst[q] += amp[q] for q < len: the delivery of one event to a contiguous
 // row of targets (the bulk of the event work when every source drives every
 // neuron), vectorised in the widest clone.
@@ -1455,12 +1403,12 @@ HXEMU_VECTOR_CLONES void AddRow(float* __restrict dst,
 // runs (the thread's floating-point mode is restored on return). Where the
 // exponential term's argument is near its lower clamp (model::kExpArgMin:
 // a membrane tens of Delta_T below v_exp, e.g. a neuron resting far below
-// it, or the pool's idle positions at V = 0), its increments and their
-// series underflow into denormal floats, which the CPU computes slowly
-// (measured on the reference load: ~5 % of a whole run, from the pool's
-// idle positions). As zeros they change nothing a user sees: quantities
-// below 1.2e-38 V or A are far below the membrane noise and the readout's
-// resolution (the benchmark's result fingerprints are unchanged).
+// it), its increments and their series underflow into denormal floats,
+// which the CPU computes slowly (measured on the reference load: ~5 % of a
+// whole run, when the fine steps' unused lanes held V = 0). As zeros they
+// change nothing a user sees: quantities below 1.2e-38 V or A are far below the
+// membrane noise and the readout's resolution (the benchmark's result
+// fingerprints are unchanged).
 class ScopedFlushDenormals {
  public:
 #if defined(__SSE__)
@@ -1634,11 +1582,12 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
       random::Key(random::Domain::kMadcNoise), net.seed, net.chip_id);
 
   SlotArray<int32_t> fine(n, 1);  // 0 / 1 per slot (int32: see spiked)
-  NeuronConstants sub_nc;
-  NeuronState sub_st(nc);
-  st.may_force = conn.any_bypass;
-  sub_st.may_force = conn.any_bypass;
-  FinePool pool;
+  FineStepsIo fine_io;
+  fine_io.bin_used = bin_used.data();
+  fine_io.bin_values = bin_values.data();
+  fine_io.forced_bins = conn.any_bypass ? forced_bins.data() : nullptr;
+  for (int c = 0; c < num_channels; ++c)
+    fine_io.probe_slot[c] = net.madc[c].slot;
   // fine_list[0, num_listed): the fine slots (macro-step mode).
   std::vector<int> fine_list(n);
   int num_listed = 0;
@@ -1647,6 +1596,70 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
   std::vector<int> refractory_slots;
   refractory_slots.reserve(n);
   std::vector<uint8_t> in_refractory_list(n, 0);
+  // Slot `slot` fired in step s, its membrane going from v_old to v_new
+  // [V] (forced: by a bypass event). Returns false past the spike limit.
+  auto on_spike = [&](int slot, int64_t s, float v_old, float v_new,
+                      bool forced) {
+    const float v_th = nc.v_threshold_volt[slot];
+    // A bypass spike is sent at the start of the step of its event.
+    const double fraction =
+        !forced && v_old < v_th
+            ? static_cast<double>(v_th - v_old) / (v_new - v_old)
+            : 0.0;
+    const int64_t tick = static_cast<int64_t>(
+        std::floor((static_cast<double>(s) + fraction) / model::kStepsPerTick));
+    const auto node = nc.node[slot];
+    if (!record_spike(node, tick)) return false;
+    if (!in_refractory_list[slot]) {
+      in_refractory_list[slot] = 1;
+      refractory_slots.push_back(slot);
+    }
+    if (has_targets(node)) in_flight.push_back({s + delay_steps, node});
+    return true;
+  };
+  // 4. The MADC sample due now, of its channel's neuron in the step that
+  // just ended (its neurons are always among the fine ones).
+  auto take_sample = [&](const ProbeValues& values) {
+    double volt;
+    switch (net.madc[sample % num_channels].observable) {
+      case hxemu::v1::OBSERVABLE_EXC_SYNIN:
+        volt = model::kSynInReadoutBaseVolt +
+               values.i_exc_amp * model::kSynInReadoutVoltPerAmp;
+        break;
+      case hxemu::v1::OBSERVABLE_INH_SYNIN:
+        volt = model::kSynInReadoutBaseVolt +
+               values.i_inh_amp * model::kSynInReadoutVoltPerAmp;
+        break;
+      case hxemu::v1::OBSERVABLE_ADAPTATION:
+        volt = model::kAdaptReadoutBaseVolt +
+               values.adapt_amp * model::kAdaptReadoutVoltPerAmp;
+        break;
+      default:  // OBSERVABLE_V (validation admits nothing else)
+        volt = values.v_prev_volt +
+               (values.v_volt - values.v_prev_volt) * next_sample.fraction;
+        break;
+    }
+    const double noise_lsb =
+        !net.madc_noise
+            ? 0.0
+            : model::kMadcNoiseLsb *
+                  random::ReadoutGaussian(random::Hash(
+                      madc_noise_key, static_cast<uint64_t>(sample)));
+    const int64_t code =
+        std::clamp<int64_t>(std::llround(volt * net.madc_lsb_per_volt +
+                                         net.madc_offset_lsb + noise_lsb),
+                            0, kMadcMaxCode);
+    const int64_t time_ns = sample * kMadcSamplePeriodNs;
+    hxemu::v1::Trace* trace =
+        result.mutable_traces(static_cast<int>(sample % num_channels));
+    trace->add_times_ticks(static_cast<uint64_t>(time_ns / kTickNs));
+    trace->add_codes(static_cast<uint32_t>(code));
+    ++sample;
+    const int64_t next_ns = sample * kMadcSamplePeriodNs;
+    next_sample = next_ns < runtime_ns
+                      ? SampleAt(net.warmup_steps, next_ns)
+                      : SamplePoint{std::numeric_limits<int64_t>::max(), 0.0f};
+  };
   int64_t next_poll = 0;
   int64_t next_progress = net.warmup_steps + model::kProgressSteps;
 
@@ -1776,123 +1789,61 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
     const bool all_fine = macro == 1;
     const int num_fine = all_fine ? n : num_listed;
 
-    // 3. The fine neurons tick by tick (and the MADC). In macro-step mode
-    // they are gathered into the compact network `sub` first, so that the
-    // vectorised step runs over them only.
-    const bool madc_in_range = next_sample.step < step + len;
-    if (num_fine > 0 || madc_in_range) {
-      int k = num_fine;
-      if (!all_fine) {
-        // Whole vectors (free positions padded, computed but never
-        // recorded or written back), so no scalar remainder loop runs.
-        k = pool.Update(nc, absl::MakeConstSpan(fine_list.data(), num_listed),
-                        fine.data(), sub_nc);
-        GatherState(st, n, pool, sub_st);
+    // 3. The fine neurons tick by tick, with their bins' events, and the
+    // MADC: in macro-step mode the few that CoarseStep left (StepFine, all
+    // ticks of the macro step at once), else all of them (Step, a tick at a
+    // time).
+    if (!all_fine) {
+      if (num_fine > 0) {
+        fine_io.spikes.clear();
+        StepFine(nc, st, fine_list.data(), num_fine, m, fine_io);
+        // In the order of time, as tick by tick (a slot's own spikes keep
+        // theirs).
+        std::stable_sort(fine_io.spikes.begin(), fine_io.spikes.end(),
+                         [](const FineSpike& a, const FineSpike& b) {
+                           return a.tick < b.tick;
+                         });
+        for (const FineSpike& spike : fine_io.spikes) {
+          if (!on_spike(spike.slot, step + spike.tick, spike.v_old_volt,
+                        spike.v_new_volt, spike.forced)) {
+            return too_many_spikes();
+          }
+        }
       }
-      const NeuronConstants& fnc = all_fine ? nc : sub_nc;
-      NeuronState& fst = all_fine ? st : sub_st;
+      for (int j = 0; j < m; ++j) {
+        if (step + j == next_sample.step) {
+          take_sample(fine_io.probe[sample % num_channels][j]);
+        }
+      }
+    } else {
       for (int j = 0; j < m; ++j) {
         const int64_t s = step + j;
         if (bin_used[j]) {
           const float* __restrict b = bin_values[j];
-          float* __restrict cur = fst.current_amp.data();
-          if (all_fine) {
-            for (int64_t q = 0; q < bin_floats; ++q) cur[q] += b[q];
-          } else {
-            const int* __restrict idx = pool.index.data();
-            for (int q = 0; q < k; ++q) cur[q] += b[idx[q]];
-            if (nc.inhibitory_input) {
-              for (int q = 0; q < k; ++q) cur[k + q] += b[n + idx[q]];
-            }
-          }
+          float* __restrict cur = st.current_amp.data();
+          for (int64_t q = 0; q < bin_floats; ++q) cur[q] += b[q];
           if (conn.any_bypass) {
             const uint8_t* __restrict f =
                 forced_bins.data() + static_cast<size_t>(j) * n;
-            uint8_t* __restrict forced = fst.forced.data();
-            for (int q = 0; q < k; ++q) {
-              forced[q] |= f[all_fine ? q : pool.index[q]];
+            uint8_t* __restrict forced = st.forced.data();
+            for (int q = 0; q < n; ++q) forced[q] |= f[q];
+          }
+        }
+        if (Step(nc, st, n)) {
+          for (int q = 0; q < n; ++q) {
+            if (st.spiked[q] && !on_spike(q, s, st.v_prev_volt[q], st.v_volt[q],
+                                          st.forced[q] != 0)) {
+              return too_many_spikes();
             }
           }
         }
-        const bool any_spike = Step(fnc, fst, k, all_fine);
-        if (any_spike) {
-          for (int q = 0; q < k; ++q) {
-            if (!fst.spiked[q] || (!all_fine && pool.pool_slot[q] < 0)) {
-              continue;
-            }
-            const float v_old = fst.v_prev_volt[q];
-            const float v_new = fst.v_volt[q];
-            const float v_th = fnc.v_threshold_volt[q];
-            // A bypass spike is sent at the start of the step of its event.
-            const double fraction =
-                fst.forced[q] == 0 && v_old < v_th
-                    ? static_cast<double>(v_th - v_old) / (v_new - v_old)
-                    : 0.0;
-            const int64_t tick = static_cast<int64_t>(std::floor(
-                (static_cast<double>(s) + fraction) / model::kStepsPerTick));
-            if (!record_spike(fnc.node[q], tick)) return too_many_spikes();
-            const int slot = all_fine ? q : pool.pool_slot[q];
-            if (!in_refractory_list[slot]) {
-              in_refractory_list[slot] = 1;
-              refractory_slots.push_back(slot);
-            }
-            if (has_targets(fnc.node[q])) {
-              in_flight.push_back({s + delay_steps, fnc.node[q]});
-            }
-          }
-        }
-        if (conn.any_bypass) {
-          std::fill(fst.forced.begin(), fst.forced.begin() + k, 0);
-        }
-
-        // 4. MADC (its neurons are always among the fine ones).
+        if (conn.any_bypass) std::fill(st.forced.begin(), st.forced.end(), 0);
         if (s == next_sample.step) {
-          const MadcChannel& ch = net.madc[sample % num_channels];
-          const int sl = all_fine ? ch.slot : pool.pos_of_slot[ch.slot];
-          double volt;
-          switch (ch.observable) {
-            case hxemu::v1::OBSERVABLE_EXC_SYNIN:
-              volt = model::kSynInReadoutBaseVolt +
-                     fst.current_amp[sl] * model::kSynInReadoutVoltPerAmp;
-              break;
-            case hxemu::v1::OBSERVABLE_INH_SYNIN:
-              volt = model::kSynInReadoutBaseVolt +
-                     fst.current_amp[k + sl] * model::kSynInReadoutVoltPerAmp;
-              break;
-            case hxemu::v1::OBSERVABLE_ADAPTATION:
-              volt = model::kAdaptReadoutBaseVolt +
-                     fst.adapt_amp[sl] * model::kAdaptReadoutVoltPerAmp;
-              break;
-            default:  // OBSERVABLE_V (validation admits nothing else)
-              volt =
-                  fst.v_prev_volt[sl] +
-                  (fst.v_volt[sl] - fst.v_prev_volt[sl]) * next_sample.fraction;
-              break;
-          }
-          const double noise_lsb =
-              !net.madc_noise
-                  ? 0.0
-                  : model::kMadcNoiseLsb *
-                        random::ReadoutGaussian(random::Hash(
-                            madc_noise_key, static_cast<uint64_t>(sample)));
-          const int64_t code =
-              std::clamp<int64_t>(std::llround(volt * net.madc_lsb_per_volt +
-                                               net.madc_offset_lsb + noise_lsb),
-                                  0, kMadcMaxCode);
-          const int64_t time_ns = sample * kMadcSamplePeriodNs;
-          hxemu::v1::Trace* trace =
-              result.mutable_traces(static_cast<int>(sample % num_channels));
-          trace->add_times_ticks(static_cast<uint64_t>(time_ns / kTickNs));
-          trace->add_codes(static_cast<uint32_t>(code));
-          ++sample;
-          const int64_t next_ns = sample * kMadcSamplePeriodNs;
-          next_sample =
-              next_ns < runtime_ns
-                  ? SampleAt(net.warmup_steps, next_ns)
-                  : SamplePoint{std::numeric_limits<int64_t>::max(), 0.0f};
+          const int sl = net.madc[sample % num_channels].slot;
+          take_sample({st.v_prev_volt[sl], st.v_volt[sl], st.current_amp[sl],
+                       st.current_amp[n + sl], st.adapt_amp[sl]});
         }
       }
-      if (!all_fine) ScatterState(sub_st, n, pool, st);
     }
 
     // 5. Release the bins of this macro step (empty the bypass flags; the
