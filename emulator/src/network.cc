@@ -610,7 +610,8 @@ void SortInputSpikes(std::vector<InputSpike>& spikes) {
   const int node_bits = std::bit_width(static_cast<uint64_t>(max_node));
   const int key_bits =
       node_bits + std::bit_width(static_cast<uint64_t>(max_step));
-  if (key_bits > 63) {  // (not with the validated limits)
+  if (key_bits > 63 ||  // (neither with the validated limits)
+      spikes.size() > std::numeric_limits<uint32_t>::max()) {
     std::sort(spikes.begin(), spikes.end());
     return;
   }
@@ -618,23 +619,26 @@ void SortInputSpikes(std::vector<InputSpike>& spikes) {
     return (static_cast<uint64_t>(s.step) << node_bits) |
            static_cast<uint64_t>(s.node);
   };
-  constexpr int kDigitBits = 11;
-  constexpr size_t kBuckets = size_t{1} << kDigitBits;
+  // As few passes as digits of at most 13 bits allow (a full chip's 256
+  // sources over a few ms: 2 passes; the counts, 64 KiB, stay in L2).
+  const int passes = (key_bits + 12) / 13;
+  const int digit_bits = (key_bits + passes - 1) / passes;
+  const size_t buckets = size_t{1} << digit_bits;
   std::vector<InputSpike> other(spikes.size());
-  std::vector<size_t> count(kBuckets);
-  for (int shift = 0; shift < key_bits; shift += kDigitBits) {
+  std::vector<uint32_t> count(buckets);
+  for (int shift = 0; shift < key_bits; shift += digit_bits) {
     std::fill(count.begin(), count.end(), 0);
     for (const InputSpike& s : spikes) {
-      ++count[(key(s) >> shift) & (kBuckets - 1)];
+      ++count[(key(s) >> shift) & (buckets - 1)];
     }
-    size_t sum = 0;
-    for (size_t& c : count) {
-      const size_t here = c;
+    uint32_t sum = 0;
+    for (uint32_t& c : count) {
+      const uint32_t here = c;
       c = sum;
       sum += here;
     }
     for (const InputSpike& s : spikes) {
-      other[count[(key(s) >> shift) & (kBuckets - 1)]++] = s;
+      other[count[(key(s) >> shift) & (buckets - 1)]++] = s;
     }
     spikes.swap(other);
   }
