@@ -246,3 +246,33 @@ def test_ctrl_c_cancels_the_job_on_the_server(server_address, tmp_path):
         job = client.wait(job_id, timeout=30)
     assert job.state == service_pb2.JOB_STATE_CANCELLED, job
     assert job.progress_ms < job.runtime_ms
+
+
+def test_ctrl_c_during_submit_cancels_the_job(pynn, server_address, monkeypatch):
+    """The interrupt arrives after the server took the job, before the client
+    has its reply (the race of the test above): the job is found by its
+    request_id and cancelled, not left running unseen."""
+    import hxemu
+    real_submit = hxemu.Client.submit
+    request_ids = []
+
+    def submit_then_interrupt(self, experiment, request_id=None):
+        request_ids.append(request_id)
+        job = real_submit(self, experiment, request_id=request_id)
+        if len(request_ids) == 1:
+            raise KeyboardInterrupt
+        return job
+
+    monkeypatch.setattr(hxemu.Client, "submit", submit_then_interrupt)
+    pynn.setup(progress=False)
+    pop = pynn.Population(512, pynn.cells.HXNeuron(leak_v_leak=700, leak_i_bias=500))
+    pop.record("spikes")
+    with pytest.raises(KeyboardInterrupt):
+        pynn.run(5000.0)
+    job = pynn.simulator.state.last_job
+    assert job is not None
+    assert len(request_ids) == 2 and request_ids[0] == request_ids[1] is not None
+    with hxemu.Client(server_address) as client:
+        job = client.wait(job.job_id, timeout=30)
+    assert job.state == service_pb2.JOB_STATE_CANCELLED, job
+    assert job.progress_ms < job.runtime_ms

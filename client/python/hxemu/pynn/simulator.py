@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import time
+import uuid
 import warnings
 from typing import Dict, List, Optional, Tuple
 
@@ -348,8 +349,22 @@ class State(common.control.BaseState):
 
     def _run_experiment(self, experiment):
         self.last_experiment = experiment
+        self.last_job = None
         client = self.client()
-        job = client.submit(experiment)
+        request_id = str(uuid.uuid4())
+        try:
+            job = client.submit(experiment, request_id=request_id)
+        except KeyboardInterrupt:
+            # The interrupt may come after the server took the job but before
+            # its reply: the same request_id finds that job (or makes it, if
+            # the first never arrived), and it is cancelled, so that no job
+            # runs on unseen.
+            try:
+                self.last_job = client.submit(experiment, request_id=request_id)
+                client.cancel(self.last_job.job_id)
+            except Exception:  # noqa: BLE001 - the interrupt matters more
+                pass
+            raise
         self.last_job = job
         try:
             job = wait_with_progress(client, job, show=self.progress,
