@@ -8,11 +8,14 @@
 //   2. CoarseStep (with the macro step's noise kick for every neuron):
 //      every neuron far from threshold advances
 //      the whole macro step at once (vectorised, exact for the linear part);
-//   3. the other ("fine") neurons, gathered into a compact structure of
-//      arrays, advance tick by tick (StepNeurons: one flat, branch-free
-//      loop; stiff steps refined by RefineStep), with their bins' events at
-//      each tick; spikes are recorded (interpolated crossing) and queued;
+//   3. the other ("fine") neurons advance tick by tick through the macro
+//      step (StepFineSlots: 16 at a time, their state in small arrays for
+//      all its ticks, one flat, branch-free loop per tick; rare steps
+//      refined by RefineStep), with their bins' events at each tick; spikes
+//      are recorded (interpolated crossing) and queued;
 //   4. MADC samples falling into a tick (its neurons are always fine).
+// Tick by tick (reference mode, or on-chip recurrence) every neuron is
+// fine, stepped by StepNeurons over all slots, a call per tick.
 // Cancellation is polled every 1 us of emulated time, progress reported every
 // 10 us, at macro-step boundaries. No allocation per neuron or per step
 // (only amortised growth of the output arrays and the in-flight queue).
