@@ -810,40 +810,35 @@ HXEMU_VECTOR_CLONES void StepFineSlots(const NeuronConstants& nc,
         exp_slope{}, exp_arg_max{}, e_exc{}, e_inh{}, adapt_a{}, adapt_v_ref{},
         adapt_decay{}, adapt_q1{}, adapt_q2{}, adapt_b{}, inv_c{}, v_stiff{};
     alignas(64) Lanes<int32_t> restart, release;
-    load(nc.decay[kFree], decay_f);
-    load(nc.decay[kReset], decay_r);
-    load(nc.v_inf_volt[kFree], v_inf_f);
-    load(nc.v_inf_volt[kReset], v_inf_r);
-    load(nc.drift_volt[kFree], drift_f);
-    load(nc.drift_volt[kReset], drift_r);
-    load(nc.exc_gain_volt_per_amp[kFree], ge_f);
-    load(nc.exc_gain_volt_per_amp[kReset], ge_r);
+    auto load_regimes = [&load](const auto& per_regime, Lanes<float>& of_free,
+                                Lanes<float>& of_reset) {
+      load(per_regime[kFree], of_free);
+      load(per_regime[kReset], of_reset);
+    };
+    load_regimes(nc.decay, decay_f, decay_r);
+    load_regimes(nc.v_inf_volt, v_inf_f, v_inf_r);
+    load_regimes(nc.drift_volt, drift_f, drift_r);
+    load_regimes(nc.exc_gain_volt_per_amp, ge_f, ge_r);
     load(nc.exc_decay, exc_decay);
     load(nc.v_threshold_volt, v_th);
     load(nc.refractory_steps, restart);
     load(nc.reset_release_steps, release);
     if constexpr (kInh) {
-      load(nc.inh_gain_volt_per_amp[kFree], gi_f);
-      load(nc.inh_gain_volt_per_amp[kReset], gi_r);
+      load_regimes(nc.inh_gain_volt_per_amp, gi_f, gi_r);
       load(nc.inh_decay, inh_decay);
     }
     if constexpr (kNonLinear) {
-      load(nc.etd1_s[kFree], etd1_f);
-      load(nc.etd1_s[kReset], etd1_r);
-      load(nc.exp_pref_volt_per_s[kFree], pref_f);
-      load(nc.exp_pref_volt_per_s[kReset], pref_r);
+      load_regimes(nc.etd1_s, etd1_f, etd1_r);
+      load_regimes(nc.exp_pref_volt_per_s, pref_f, pref_r);
       load(nc.exp_v_t_volt, exp_v_t);
       load(nc.exp_inv_slope_per_volt, exp_inv_slope);
       load(nc.exp_slope_volt, exp_slope);
       load(nc.exp_arg_max, exp_arg_max);
     }
     if constexpr (kFull) {
-      load(nc.etd2_s[kFree], etd2_f);
-      load(nc.etd2_s[kReset], etd2_r);
-      load(nc.coba_exc[kFree], coba_e_f);
-      load(nc.coba_exc[kReset], coba_e_r);
-      load(nc.coba_inh[kFree], coba_i_f);
-      load(nc.coba_inh[kReset], coba_i_r);
+      load_regimes(nc.etd2_s, etd2_f, etd2_r);
+      load_regimes(nc.coba_exc, coba_e_f, coba_e_r);
+      load_regimes(nc.coba_inh, coba_i_f, coba_i_r);
       load(nc.coba_exc_rev_volt, e_exc);
       load(nc.coba_inh_rev_volt, e_inh);
       load(nc.adapt_a_siemens, adapt_a);
