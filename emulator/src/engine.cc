@@ -471,6 +471,32 @@ std::pair<double, float> RefineStep(const StiffConstants& sc, int k,
   return {v, static_cast<float>(w)};
 }
 
+// Slot i's step redone by RefineStep from its start (refractory counter
+// `left`, V = v0 [V], w0 [A], currents ie0 / ii0 [A], noise increment
+// noise_volt [V]), then the clocked logic of the vectorised steps (forced:
+// a bypass event in the step). For StepNeurons and StepFineSlots.
+struct RefinedStep {
+  float v_volt, v_lo_volt, adapt_amp;
+  int32_t refractory_left, fired;
+};
+RefinedStep Refine(const NeuronConstants& nc, int i, int32_t left,
+                   double noise_volt, double v0, float w0, float ie0, float ii0,
+                   int32_t forced) {
+  const int k = left > nc.reset_release_steps[i] ? kReset : kFree;
+  const auto [v_end, w_end] =
+      RefineStep(nc.stiff[i], k, noise_volt, v0, w0, ie0, ii0);
+  RefinedStep r;
+  r.v_volt = static_cast<float>(v_end);
+  r.v_lo_volt = static_cast<float>(v_end - r.v_volt);
+  const int32_t left_next = left > 0 ? left - 1 : 0;
+  r.fired = (static_cast<int32_t>(left_next == 0) &
+             static_cast<int32_t>(r.v_volt >= nc.v_threshold_volt[i])) |
+            forced;
+  r.refractory_left = r.fired ? nc.refractory_steps[i] : left_next;
+  r.adapt_amp = w_end + static_cast<float>(r.fired) * nc.adapt_b_amp[i];
+  return r;
+}
+
 // Makes st.regime hold slot i's constants of the regime its refractory
 // counter puts its next step in.
 void SetRegime(const NeuronConstants& nc, NeuronState& st, int i) {
@@ -682,22 +708,16 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
     // (RefineStep), then the same clocked logic as above.
     auto refine_slot = [&](int i, int32_t left, float noise_volt, double v0,
                            float w0, float ie0, float ii0) {
-      const int k = left > reset_release[i] ? kReset : kFree;
-      const auto [v_end, w_new] =
-          RefineStep(nc.stiff[i], k, noise_volt, v0, w0, ie0, ii0);
-      const float v_new = static_cast<float>(v_end);
-      v_lo[i] = static_cast<float>(v_end - v_new);
-      const int32_t left_next = left > 0 ? left - 1 : 0;
-      const int32_t fire = (static_cast<int32_t>(left_next == 0) &
-                            static_cast<int32_t>(v_new >= v_threshold[i])) |
-                           forced[i];
-      refractory[i] = fire ? refractory_steps[i] : left_next;
+      const RefinedStep r =
+          Refine(nc, i, left, noise_volt, v0, w0, ie0, ii0, forced[i]);
+      v_lo[i] = r.v_lo_volt;
+      refractory[i] = r.refractory_left;
       regime_changed[i] = 1;  // (SetRegime below: for the new counter)
-      adapt[i] = w_new + static_cast<float>(fire) * adapt_b[i];
-      v[i] = v_new;
-      st.spiked[i] = static_cast<uint8_t>(fire);
-      any |= fire;
-      return v_new;
+      adapt[i] = r.adapt_amp;
+      v[i] = r.v_volt;
+      st.spiked[i] = static_cast<uint8_t>(r.fired);
+      any |= r.fired;
+      return r.v_volt;
     };
     // Stiff slots (start above v_stiff, recorded before the step).
     for (const NeuronState::StiffStart& ss : st.stiff_pending) {
@@ -887,9 +907,8 @@ HXEMU_VECTOR_CLONES void StepFineSlots(const NeuronConstants& nc,
 #pragma GCC ivdep
 #endif
       for (int l = 0; l < kLanes; ++l) {
-        // The constants of the slot's regime, by selects: they wait for the
-        // last tick's spike (refractory counter), and a blend's arithmetic
-        // would lengthen the chain from one tick to the next.
+        // The constants of the slot's regime, by selects (one instruction
+        // each, a blend's arithmetic two).
         const int32_t left_old = left[l];
         const bool reset = left_old > release[l];
         auto of_regime = [reset](float if_reset, float if_free) {
@@ -1014,20 +1033,15 @@ HXEMU_VECTOR_CLONES void StepFineSlots(const NeuronConstants& nc,
       if (kNonLinear && any_refine != 0) {
         for (int l = 0; l < lanes; ++l) {
           if (refine[l] == 0) continue;
-          const int k = left_start[l] > release[l] ? kReset : kFree;
-          const auto [v_end, w_end] =
-              RefineStep(nc.stiff[idx[l]], k, /*noise_volt=*/0.0,
-                         static_cast<double>(v_start[l]) + lo_start[l],
-                         w_start[l], ie_start[l], ii_start[l]);
-          v[l] = static_cast<float>(v_end);
-          lo[l] = static_cast<float>(v_end - v[l]);
-          const int32_t next = left_start[l] > 0 ? left_start[l] - 1 : 0;
-          fire[l] =
-              static_cast<int32_t>(next == 0 && v[l] >= v_th[l]) | forced[l];
-          left[l] = fire[l] ? restart[l] : next;
-          if constexpr (kFull) {
-            w[l] = w_end + static_cast<float>(fire[l]) * adapt_b[l];
-          }
+          const RefinedStep r =
+              Refine(nc, idx[l], left_start[l], /*noise_volt=*/0.0,
+                     static_cast<double>(v_start[l]) + lo_start[l], w_start[l],
+                     ie_start[l], ii_start[l], forced[l]);
+          v[l] = r.v_volt;
+          lo[l] = r.v_lo_volt;
+          fire[l] = r.fired;
+          left[l] = r.refractory_left;
+          if constexpr (kFull) w[l] = r.adapt_amp;
           any_fire |= fire[l];
         }
       }
