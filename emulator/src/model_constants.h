@@ -137,12 +137,15 @@ inline constexpr float kClampExitToleranceVolt = 5e-4f;
 // so a threshold crossing is never skipped: above V_th the membrane keeps
 // rising (no reset in a macro step). (With ETD2 for the exponential term
 // the rate had to stay below 0.02, i.e. V below V_T - 0.25 Delta_T: about a
-// third of the reference load's neurons stepped tick by tick.) 16 ticks, not
-// 32: ExpExcess takes the linear part's rate as constant over the step, and
-// the events within a step bend it; at 32 ticks that moved the reference
-// load's spikes by a median 4 ticks against the tick-by-tick mode, at 16 by
-// a median 0 (as ETD2 with the low guard did).
-inline constexpr int kMacroTicks = 16;
+// third of the reference load's neurons stepped tick by tick.) 32 ticks
+// (256 ns): with the leak's action on the exponential term's excess taken by
+// when in the step it accrues (engine.cc LeakOnExcess), 32-tick steps put
+// 85.9 % of the reference load's spikes over 2 ms within a tick of the
+// tick-by-tick mode (16-tick steps without it: 67.1 %; 48 ticks: 66.7 %,
+// 64: 52.8 %; emulator_bench --accuracy). Without that correction 32 ticks
+// moved them by a median 7 ticks: near the guard the excess comes late in
+// the step, and the leak pulls less of it back than of a constant input.
+inline constexpr int kMacroTicks = 32;
 inline constexpr double kCoarseThresholdMarginVolt = 2e-3;
 inline constexpr double kCoarseRate = 1.0;
 inline constexpr float kMacroExpYMax = 0.5f;

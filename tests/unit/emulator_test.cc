@@ -1560,9 +1560,10 @@ TEST(Coba, ExcitatoryPspShrinksAsRestApproachesReversal) {
   EXPECT_GT(far, 10);
   EXPECT_GT(near, 0);
   EXPECT_LT(near, 0.5 * far);
-  // At (and beyond) the reversal potential the input has no effect.
-  const Trace beyond = RunCobaPsp(1000, true).traces(0);
-  EXPECT_NEAR(MeanBetween(beyond, 52, 70) - MeanBetween(beyond, 10, 49), 0, 3);
+  // Beyond the reversal potential the input has no effect: the trace is the
+  // one without it (same seed, so the same noise; comparing windows of one
+  // trace instead depended on that noise's realization).
+  EXPECT_NEAR(CobaPsp(1000, true), 0, 0.5);
   // CUBA: the same PSP at both rests.
   const double cuba_far = CobaPsp(400, false);
   const double cuba_near = CobaPsp(800, false);
