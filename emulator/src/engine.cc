@@ -1381,8 +1381,8 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
       }
       float in_range;
       const float inc_exact = ExpExcess</*kMacro=*/true>(
-          inc_lin, n0, h_s, exp_slope[i], exp_inv_slope[i], etd1 * inv_h,
-          decay, y, in_range);
+          inc_lin, n0, h_s, exp_slope[i], exp_inv_slope[i], etd1 * inv_h, decay,
+          y, in_range);
       const float inc_pred = etd1 * n0;
       // n1 = n(v_old + inc_lin + inc_pred) as n(v_old + inc_lin) exp(b),
       // b = inc_pred / Delta_T: the exponential of v_old + inc_lin does not
