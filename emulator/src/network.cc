@@ -431,43 +431,81 @@ LoweredNeuron LowerNeuron(const ParameterValues& v, const Mismatch& mm,
   nc.v_reset_volt[s] = v_reset;
   nc.tau_mem_s[s] = tau_mem_s;
 
-  // Macro-step tables (every libm value computed once: they are most of the
-  // lowering's time, 32 entries x 2 regimes per circuit).
+  // Macro-step tables, for m = 1 .. kMacroTicks ticks, by recurrences over
+  // m from the one-tick values (a few library exps per circuit instead of
+  // ~400, which were most of a full chip's lowering time). With p =
+  // exp(-rate dt), P_m = p^m, and the complements D_m = 1 - P_m, sums of
+  // positive terms without cancellation:
+  //   P_{m+1} = P_m p,  D_{m+1} = D_m + P_m D_1,
+  // and the membrane's response to a decaying current, K(h) =
+  // int_0^h exp(-lambda (h - s)) exp(-mu s) ds:
+  //   K_{m+1} = exp(-lambda dt) K_m + exp(-mu m dt) K_1.
+  // Each step rounds once in double (relative error ~m 1e-16, far below
+  // the tables' float resolution).
+  struct Decaying {  // P_m and D_m of one rate
+    double power = 1.0, complement = 0.0, one_power, one_complement;
+    explicit Decaying(double rate_dt)
+        : one_power(std::exp(-rate_dt)),
+          one_complement(-std::expm1(-rate_dt)) {}
+    void Next() {  // m -> m + 1
+      complement += power * one_complement;
+      power *= one_power;
+    }
+  };
   const int n = nc.num_slots;
+  std::array<Decaying, kNumRegimes> leak = {
+      Decaying(sc.lambda_per_s[kFree] * dt),
+      Decaying(sc.lambda_per_s[kReset] * dt)};
+  Decaying exc(sc.mu_exc_per_s * dt), inh(sc.mu_inh_per_s * dt);
+  Decaying adapt_w(dt / tau_w_s), noise(2.0 * dt / tau_noise_s);
+  std::array<double, kNumRegimes> exc_kernel1, inh_kernel1, exc_kernel,
+      inh_kernel;
+  for (int k = 0; k < kNumRegimes; ++k) {
+    exc_kernel1[k] = ExpKernelIntegral(sc.lambda_per_s[k], sc.mu_exc_per_s, dt,
+                                       leak[k].one_power);
+    inh_kernel1[k] = ExpKernelIntegral(sc.lambda_per_s[k], sc.mu_inh_per_s, dt,
+                                       leak[k].one_power);
+    exc_kernel[k] = 0.0;
+    inh_kernel[k] = 0.0;
+  }
   for (int m = 1; m <= model::kMacroTicks; ++m) {
     const size_t at = static_cast<size_t>(m - 1) * n + s;
     const double h = m * dt;
     for (int k = 0; k < kNumRegimes; ++k) {
+      // (exc.power, inh.power: exp(-mu (m - 1) dt) here.)
+      exc_kernel[k] =
+          leak[k].one_power * exc_kernel[k] + exc.power * exc_kernel1[k];
+      inh_kernel[k] =
+          leak[k].one_power * inh_kernel[k] + inh.power * inh_kernel1[k];
+    }
+    for (Decaying* d :
+         {&leak[kFree], &leak[kReset], &exc, &inh, &adapt_w, &noise}) {
+      d->Next();
+    }
+    for (int k = 0; k < kNumRegimes; ++k) {
       const double lambda = sc.lambda_per_s[k];
       const double x = lambda * h;
-      const double expm1_minus_x = std::expm1(-x);
-      const double exp_minus_x = std::exp(-x);
-      nc.m_decay[k][at] = static_cast<float>(-expm1_minus_x);
+      const double decay = leak[k].complement;  // 1 - exp(-x)
+      nc.m_decay[k][at] = static_cast<float>(decay);
       nc.m_drift_volt[k][at] = static_cast<float>(sc.drift_volt_per_s[k] * h);
-      nc.m_exc_gain[k][at] = static_cast<float>(
-          ExpKernelIntegral(lambda, sc.mu_exc_per_s, h, exp_minus_x) *
-          sc.exc_gain_volt_per_amp_s[k]);
-      nc.m_inh_gain[k][at] = static_cast<float>(
-          ExpKernelIntegral(lambda, sc.mu_inh_per_s, h, exp_minus_x) *
-          sc.inh_gain_volt_per_amp_s[k]);
-      nc.m_etd1_s[k][at] =
-          static_cast<float>(x > 1e-6 ? -expm1_minus_x / lambda : h);
+      nc.m_exc_gain[k][at] =
+          static_cast<float>(exc_kernel[k] * sc.exc_gain_volt_per_amp_s[k]);
+      nc.m_inh_gain[k][at] =
+          static_cast<float>(inh_kernel[k] * sc.inh_gain_volt_per_amp_s[k]);
+      nc.m_etd1_s[k][at] = static_cast<float>(x > 1e-6 ? decay / lambda : h);
       nc.m_etd2_s[k][at] = static_cast<float>(
-          x > 1e-4 ? h * (expm1_minus_x + x) / (x * x) : h * (0.5 - x / 6.0));
+          x > 1e-4 ? h * (x - decay) / (x * x) : h * (0.5 - x / 6.0));
     }
-    nc.m_exc_decay[at] = static_cast<float>(std::exp(-h * sc.mu_exc_per_s));
-    nc.m_inh_decay[at] = static_cast<float>(std::exp(-h * sc.mu_inh_per_s));
+    nc.m_exc_decay[at] = static_cast<float>(exc.power);
+    nc.m_inh_decay[at] = static_cast<float>(inh.power);
     const double alpha_m = h / tau_w_s;
-    nc.m_adapt_decay[at] =
-        adapt ? static_cast<float>(std::exp(-alpha_m)) : 1.0f;
-    const double expm1_minus_alpha = std::expm1(-alpha_m);
-    nc.m_adapt_q1[at] = static_cast<float>(-expm1_minus_alpha);
+    nc.m_adapt_decay[at] = adapt ? static_cast<float>(adapt_w.power) : 1.0f;
+    nc.m_adapt_q1[at] = static_cast<float>(adapt_w.complement);
     nc.m_adapt_q2[at] = static_cast<float>(
-        alpha_m > 1e-4 ? (expm1_minus_alpha + alpha_m) / alpha_m
+        alpha_m > 1e-4 ? (alpha_m - adapt_w.complement) / alpha_m
                        : alpha_m * (0.5 - alpha_m / 6.0));
-    nc.m_noise_volt[at] =
-        static_cast<float>(model::kMembraneNoiseVolt *
-                           std::sqrt(-std::expm1(-2.0 * h / tau_noise_s)));
+    nc.m_noise_volt[at] = static_cast<float>(model::kMembraneNoiseVolt *
+                                             std::sqrt(noise.complement));
   }
   nc.coarse_ok[s] = !(get(P::excitatory_input_enable_coba_mode) ||
                       get(P::inhibitory_input_enable_coba_mode) ||
