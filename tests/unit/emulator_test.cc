@@ -2559,6 +2559,50 @@ TEST(MacroSteps, EventsOfOneTickAddUp) {
   }
 }
 
+// Two spike sources (per-neuron trains, times in the given order) onto one
+// recorded PSP neuron; the sources' spikes recorded too.
+Result RunTwoSources(const std::vector<double>& first,
+                     const std::vector<double>& second) {
+  Experiment e;
+  AddNeurons(e, 1, PspNeuron());
+  Population* src = e.add_populations();
+  src->set_size(2);
+  src->set_cell_type(hxemu::v1::CELL_TYPE_SPIKE_SOURCE_ARRAY);
+  for (const std::vector<double>* times : {&first, &second}) {
+    hxemu::v1::SpikeTimes* t =
+        src->mutable_spike_source_array()->add_spike_times();
+    for (double x : *times) t->add_times_ms(x);
+  }
+  Connect(e, 1, 0, hxemu::v1::RECEPTOR_TYPE_EXCITATORY,
+          {{0, 0, 20}, {1, 0, 20}});
+  Record(e, 0, hxemu::v1::OBSERVABLE_V);
+  Record(e, 1, hxemu::v1::OBSERVABLE_SPIKES);
+  e.set_runtime_ms(0.1);
+  e.set_seed(1);
+  return MustRun(e);
+}
+
+TEST(Inputs, UnsortedSpikeTimesAreDeliveredInOrder) {
+  // Times in any order (and a repeated one) act as the same times sorted:
+  // the input spikes are put in the order of time before the run.
+  const Result given = RunTwoSources({0.05, 0.01, 0.03}, {0.04, 0.02, 0.04});
+  const Result sorted = RunTwoSources({0.01, 0.03, 0.05}, {0.02, 0.04, 0.04});
+  ASSERT_EQ(given.spike_trains_size(), 2);
+  for (int t = 0; t < 2; ++t) {
+    const std::vector<int64_t> ticks = SpikeTicks(given, t);
+    EXPECT_TRUE(std::is_sorted(ticks.begin(), ticks.end())) << "source " << t;
+    EXPECT_EQ(ticks, SpikeTicks(sorted, t)) << "source " << t;
+  }
+  EXPECT_EQ(SpikeTicks(given, 0),
+            (std::vector<int64_t>{1250, 3750, 6250}));  // 8 ns ticks
+  ASSERT_EQ(given.traces_size(), 1);
+  EXPECT_THAT(given.traces(0).codes(),
+              ::testing::ElementsAreArray(sorted.traces(0).codes()));
+  // The inputs act: the membrane rises after the first one.
+  EXPECT_GT(MeanBetween(given.traces(0), 12, 20),
+            MeanBetween(given.traces(0), 2, 9) + 3);
+}
+
 TEST(MacroSteps, DeterministicAndIndependentOfOtherNeurons) {
   const Experiment e = NoisyAdExNetwork(8, 0.2);
   const Result a = MustRun(e);
