@@ -44,6 +44,7 @@
 #include "hxemu/emulator/chip_constants.h"
 #include "model_constants.h"
 #include "random.h"
+#include "rounding.h"
 
 namespace hxemu::emulator {
 namespace {
@@ -1465,15 +1466,11 @@ class ScopedFlushDenormals {
 #endif
 };
 
-// An ADC code: std::clamp(std::llround(x), 0, max_code), inline (llround is
-// a library call, ~1 % of a benchmark run at the MADC's 29.4 MSa/s). In
-// (-0.5, max_code) the truncation is 0 or x's integer part and x minus it is
-// exact, in (-0.5, 1); halves round up, as llround rounds them away from 0.
+// An ADC code: std::clamp(std::llround(x), 0, max_code).
 int64_t AdcCode(double x, int64_t max_code) {
   if (!(x > -0.5)) return 0;  // (also NaN)
   if (x >= static_cast<double>(max_code)) return max_code;
-  const int64_t whole = static_cast<int64_t>(x);
-  return whole + static_cast<int64_t>(x - static_cast<double>(whole) >= 0.5);
+  return x < 0.0 ? 0 : RoundNonNegative(x);
 }
 
 bool CancelRequested(const RunControl& control) {

@@ -21,6 +21,7 @@
 #include "hxemu/emulator/chip_constants.h"
 #include "hxemu/emulator/parameters.h"
 #include "model_constants.h"
+#include "rounding.h"
 #include "status_macros.h"
 
 namespace hxemu::emulator {
@@ -611,7 +612,7 @@ int64_t SpikeTick(double time_ms) {
   const double ticks = time_ms * kTicksPerMs;
   // Far beyond any runtime: saturate instead of overflowing llround.
   if (!(ticks < 9e18)) return std::numeric_limits<int64_t>::max();
-  return std::llround(ticks);
+  return ticks >= 0.0 ? RoundNonNegative(ticks) : std::llround(ticks);
 }
 
 int64_t EstimatedMadcSamples(int64_t runtime_ticks) {
