@@ -421,12 +421,14 @@ double KernelIntegral(double lambda, double mu, double h, double exp_lambda_h) {
 
 // One stiff step (the exponential upswing) of one slot, in double, by ETD2
 // sub-steps whose length keeps (rate of the exponential term) x h below
-// model::kSubStepRate: the same equations as the vectorised step, integrated
-// finely where 8 ns is too coarse. `noise_volt` is the step's noise
-// increment, spread evenly over the step. Returns V and w at the step end.
+// substep_rate (model::kSubStepRate), each at most max_substep_s long: the
+// same equations as the vectorised step, integrated finely where 8 ns is too
+// coarse. `noise_volt` is the step's noise increment, spread evenly over the
+// step. Returns V and w at the step end.
 std::pair<double, float> RefineStep(const StiffConstants& sc, int k,
                                     double noise_volt, double v, double w,
-                                    double ie, double ii) {
+                                    double ie, double ii, double substep_rate,
+                                    double max_substep_s) {
   const double dt = model::kStepS;
   const double lam = sc.lambda_per_s[k];
   double t = 0.0;
@@ -455,12 +457,12 @@ std::pair<double, float> RefineStep(const StiffConstants& sc, int k,
         rate = std::max(rate, std::abs(dv_dt) * sc.exp_inv_slope_per_volt);
       }
     }
-    double h = dt - t;
-    if (rate * h > model::kSubStepRate) {
-      h = std::max(model::kSubStepRate / rate, model::kMinSubStepS);
-      // No sliver at the end of the step.
-      if (dt - t - h < 0.5 * h) h = dt - t;
+    double h = std::min(dt - t, max_substep_s);
+    if (rate * h > substep_rate) {
+      h = std::max(substep_rate / rate, model::kMinSubStepS);
     }
+    // No sliver at the end of the step.
+    if (dt - t - h < 0.5 * h) h = dt - t;
     const double x = lam * h;
     const double decay = -std::expm1(-x);
     const double etd1 = x > 1e-6 ? decay / lam : h;
@@ -514,7 +516,8 @@ RefinedStep Refine(const NeuronConstants& nc, int i, int32_t left,
                    int32_t forced) {
   const int k = left > nc.reset_release_steps[i] ? kReset : kFree;
   const auto [v_end, w_end] =
-      RefineStep(nc.stiff[i], k, noise_volt, v0, w0, ie0, ii0);
+      RefineStep(nc.stiff[i], k, noise_volt, v0, w0, ie0, ii0, nc.substep_rate,
+                 nc.max_substep_s);
   RefinedStep r;
   r.v_volt = static_cast<float>(v_end);
   r.v_lo_volt = static_cast<float>(v_end - r.v_volt);
@@ -621,7 +624,9 @@ HXEMU_VECTOR_CLONES bool StepNeurons(const NeuronConstants& nc, NeuronState& st,
       st.stiff_pending.push_back({i, refractory[i], noise[i], v[i], v_lo[i],
                                   adapt[i], i_exc[i], i_inh[i]});
     };
-    if (st.any_stiff && st.stiff_end_valid) {
+    if (nc.refine_every_step) {
+      for (int i = 0; i < loop_count; ++i) record(i);
+    } else if (st.any_stiff && st.stiff_end_valid) {
       ForEachSetFlag(st.stiff_end.data(), loop_count, record);
     } else if (st.any_stiff) {
       for (int i = 0; i < loop_count; ++i) {

@@ -103,6 +103,11 @@ inline constexpr float kExpArgMin = -80.0f;
 inline constexpr double kStiffRatePerStep = 0.05;
 inline constexpr double kSubStepRate = 0.1;
 inline constexpr double kMinSubStepS = 8e-9 / 4096;
+// The high-accuracy reference (ModelOptions::fine_substeps): every step
+// refined, in sub-steps of at most kStepS / kReferenceSubStepsPerStep with
+// rate x sub-step at most kReferenceSubStepRate.
+inline constexpr double kReferenceSubStepRate = 0.02;
+inline constexpr int kReferenceSubStepsPerStep = 8;
 // Where the linear part alone would move V by more than Delta_T in the step
 // (a steep drive, a strong reset dragging V through the exponential's range)
 // the sub-steps also keep V's change at most kSubStepRate Delta_T each, if

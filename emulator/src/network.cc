@@ -956,7 +956,14 @@ absl::StatusOr<Network> LowerNetwork(const Experiment& e,
     nc.coarse_ok[net.madc.back().slot] = 0;
   }
   // Macro steps unless an on-chip neuron drives synapses.
-  net.macro_ticks = options.macro_steps ? model::kMacroTicks : 1;
+  net.macro_ticks =
+      options.macro_steps && !options.fine_substeps ? model::kMacroTicks : 1;
+  nc.refine_every_step = options.fine_substeps;
+  nc.substep_rate = options.fine_substeps ? model::kReferenceSubStepRate
+                                          : model::kSubStepRate;
+  nc.max_substep_s = options.fine_substeps
+                         ? model::kStepS / model::kReferenceSubStepsPerStep
+                         : model::kStepS;
   for (int slot = 0; slot < num_slots; ++slot) {
     const int64_t u = nc.node[slot];
     if (conn.row_begin[u + 1] > conn.row_begin[u]) net.macro_ticks = 1;

@@ -20,6 +20,7 @@
 #include "aligned_vector.h"
 #include "hxemu/emulator/chip.h"
 #include "hxemu/v1/experiment.pb.h"
+#include "model_constants.h"
 #include "validation.h"
 
 namespace hxemu::emulator {
@@ -142,6 +143,12 @@ struct NeuronConstants {
   // Whether any synapse targets an inhibitory input (else I_inh stays 0 and
   // the loop skips it).
   bool inhibitory_input = false;
+  // RefineStep's sub-steps: rate x sub-step at most substep_rate, at most
+  // max_substep_s long; refine_every_step: every step of every slot is
+  // refined (ModelOptions::fine_substeps), not only the stiff ones.
+  double substep_rate = model::kSubStepRate;
+  double max_substep_s = model::kStepS;
+  bool refine_every_step = false;
   SlotArray<float> exc_decay;  // exp(-dt / tau_syn_exc) [1]
   SlotArray<float> inh_decay;  // exp(-dt / tau_syn_inh) [1]
   // Spike threshold [V]; +infinity when threshold_enable is off.

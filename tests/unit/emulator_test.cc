@@ -1695,26 +1695,32 @@ struct AdExReference {
 };
 
 void ExpectSpikeTimesMatch(const Experiment& e,
-                           const std::vector<int64_t>& want);
+                           const std::vector<int64_t>& want,
+                           bool fine_substeps = false);
 
 void ExpectSpikeTimesMatchReference(const Params& p, const AdExReference& ref) {
   const std::vector<int64_t> want = ref.Run(2500, 125000);
   // With the membrane recorded the neuron steps every tick; with spikes only
-  // it takes macro steps far from threshold.
+  // it takes macro steps far from threshold. The emulator's own
+  // high-accuracy mode (ModelOptions::fine_substeps) must agree too.
   for (const bool madc : {true, false}) {
     SCOPED_TRACE(madc ? "tick by tick (MADC recorded)" : "macro steps");
     Experiment e = SingleNeuron(p, 1.0);
     if (!madc) e.mutable_recordings()->DeleteSubrange(0, 1);
     ExpectSpikeTimesMatch(e, want);
   }
+  SCOPED_TRACE("sub-steps of at most 1 ns (fine_substeps)");
+  ExpectSpikeTimesMatch(SingleNeuron(p, 1.0), want, /*fine_substeps=*/true);
 }
 
 void ExpectSpikeTimesMatch(const Experiment& e,
-                           const std::vector<int64_t>& want) {
+                           const std::vector<int64_t>& want,
+                           bool fine_substeps) {
   ModelOptions exact;
   exact.mismatch = false;
   exact.noise = false;
   exact.random_start = false;
+  exact.fine_substeps = fine_substeps;
   Chip chip(0, exact);
   absl::StatusOr<Result> r = chip.Run(e, {}, {});
   ASSERT_TRUE(r.ok()) << r.status();

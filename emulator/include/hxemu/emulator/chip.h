@@ -77,6 +77,13 @@ struct ModelOptions {
   // Macro steps for neurons far from threshold (docs/emulator-model.md
   // section 6); off: every neuron steps every 8 ns tick (reference mode).
   bool macro_steps = true;
+  // High-accuracy reference (no macro steps): every 8 ns step of every
+  // neuron integrated in double-precision ETD2 sub-steps of at most 1 ns,
+  // shorter where the exponential term or the drive is fast (rate x
+  // sub-step <= 0.02), with the same clocked logic (spikes, refractory
+  // counter and reset at tick boundaries). About 500x slower than tick by
+  // tick: for judging the faster modes (emulator_bench --reference).
+  bool fine_substeps = false;
 };
 
 class Chip {
