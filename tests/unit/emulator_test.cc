@@ -2427,7 +2427,7 @@ TEST(Direction, PspFollowsEverySynapticInputParameter) {
   EXPECT_LT(psp(Set(PspNeuron(), {{"leak_i_bias", 1022}})), 0.8 * base);
 }
 
-// ---- Macro steps (neurons far from threshold advance 128 ns at once)
+// ---- Macro steps (neurons far from threshold advance 256 ns at once)
 // ----------------------------------------------------------
 
 // `neurons` noisy AdEx neurons near their exponential threshold, driven by
