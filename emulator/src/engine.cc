@@ -349,8 +349,13 @@ template <bool kMacro>
   y = in_range != 0.0f || !kMacro ? n0 * (h_s * inv_delta * phi) : 1.0f;
   float y_clamped = y > model::kMacroExpYMax ? model::kMacroExpYMax : y;
   y_clamped = y_clamped < 0.0f ? 0.0f : y_clamped;
+  // (First order in lambda h: left out where the leak is strong, as in a
+  // strong reset's 8 ns steps, where the term is then balanced by the leak or
+  // the step is refined.)
+  const float leak_first_order =
+      leak_h <= model::kLeakOnExcessMaxDecay ? leak_h : 0.0f;
   return delta * (MinusLog1m(y_clamped) * damp -
-                  leak_h * LeakOnExcess(y_clamped, a_clamped));
+                  leak_first_order * LeakOnExcess(y_clamped, a_clamped));
 }
 
 // Adds `inc` [V] to the membrane V = v + lo and clamps it to the rails.

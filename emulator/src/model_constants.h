@@ -151,6 +151,15 @@ inline constexpr float kClampExitToleranceVolt = 5e-4f;
 // moved them by a median 7 ticks: near the guard the excess comes late in
 // the step, and the leak pulls less of it back than of a constant input.
 inline constexpr int kMacroTicks = 32;
+// engine.cc LeakOnExcess is the leak's action on the exponential term's
+// excess to first order in lambda h; it is applied where the step's leak
+// decay 1 - exp(-lambda h) is at most this (lambda h <= 0.69): every macro
+// step that uses it (the upswing, where the term outpaces the leak) and the
+// free regime's 8 ns steps. Stronger leaks are resets, whose 8 ns steps are
+// left as they were (the term is balanced by the leak there, or the step is
+// refined); there the first-order term errs more and more (at lambda h = 12
+// it would cancel the excess).
+inline constexpr float kLeakOnExcessMaxDecay = 0.5f;
 inline constexpr double kCoarseThresholdMarginVolt = 2e-3;
 inline constexpr double kCoarseRate = 1.0;
 inline constexpr float kMacroExpYMax = 0.5f;
