@@ -11,6 +11,7 @@
 #include <bit>
 #include <cmath>
 #include <limits>
+#include <memory>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -642,79 +643,120 @@ absl::Status AppendOnChipPoissonSpikes(const Population& pop,
   return absl::OkStatus();
 }
 
-// Sorts by (step, node), as std::sort with InputSpike's operator< would, by
-// an LSD radix sort on the key step * 2^b + node (b = bits of the largest
-// node, or 0, below), at most 13 bits per pass: linear in the number of spikes
-// (a 2 ms run of the benchmark load has 100 000, where std::sort took 4 % of
-// the run).
-void SortInputSpikes(std::vector<InputSpike>& spikes) {
-  if (spikes.size() < 2) return;
-  // Sources append their spikes node by node, each in the order of time: in
-  // that (node, step) order a stable sort by the step alone gives the
-  // (step, node) order, and the key needs no node bits (a full chip's 256
-  // sources over 8 ms: 2 passes instead of 3).
-  // (Bitwise, not && and ||: one branch-free pass.)
-  int node_major_bits = 1;
-  int64_t max_step = spikes[0].step;
-  int32_t max_node = spikes[0].node;
-  for (size_t i = 1; i < spikes.size(); ++i) {
-    const InputSpike& s = spikes[i];
-    const InputSpike& before = spikes[i - 1];
-    max_step = std::max(max_step, s.step);
-    max_node = std::max(max_node, s.node);
-    node_major_bits &= static_cast<int>(before.node < s.node) |
-                       (static_cast<int>(before.node == s.node) &
-                        static_cast<int>(before.step <= s.step));
+// The digits of an LSD radix sort on keys of `key_bits` bits: as few passes
+// as digits of at most 13 bits allow (the counts, at most 32 KiB, stay in
+// L1 / L2).
+struct RadixDigits {
+  explicit RadixDigits(int key_bits)
+      : passes((key_bits + 12) / 13),
+        bits(passes > 0 ? (key_bits + passes - 1) / passes : 0),
+        buckets(size_t{1} << bits) {}
+  size_t Bucket(uint64_t key, int pass) const {
+    return pass * buckets + ((key >> (pass * bits)) & (buckets - 1));
   }
-  const bool node_major = node_major_bits != 0;
-  const int node_bits =
-      node_major ? 0 : std::bit_width(static_cast<uint64_t>(max_node));
-  const int key_bits =
-      node_bits + std::bit_width(static_cast<uint64_t>(max_step));
-  if (key_bits > 63 ||  // (neither with the validated limits)
-      spikes.size() > std::numeric_limits<uint32_t>::max()) {
-    std::sort(spikes.begin(), spikes.end());
-    return;
-  }
-  const uint64_t node_mask = node_major ? 0 : ~uint64_t{0};
-  auto key = [node_bits, node_mask](const InputSpike& s) {
-    return (static_cast<uint64_t>(s.step) << node_bits) |
-           (static_cast<uint64_t>(s.node) & node_mask);
-  };
-  // As few passes as digits of at most 13 bits allow (the counts, at most
-  // 32 KiB, stay in L1 / L2).
-  const int passes = (key_bits + 12) / 13;
-  const int digit_bits = (key_bits + passes - 1) / passes;
-  const size_t buckets = size_t{1} << digit_bits;
-  const uint64_t digit_mask = buckets - 1;
-  std::vector<InputSpike> other(spikes.size());
-  // Every pass's counts in one read of the spikes (the order of a pass
-  // changes where a spike is, not which digits there are), turned into
-  // first positions.
-  std::vector<uint32_t> count(static_cast<size_t>(passes) * buckets, 0);
-  for (const InputSpike& s : spikes) {
-    const uint64_t k = key(s);
-    for (int pass = 0; pass < passes; ++pass) {
-      ++count[pass * buckets + ((k >> (pass * digit_bits)) & digit_mask)];
-    }
-  }
-  for (int pass = 0; pass < passes; ++pass) {
-    uint32_t sum = 0;
-    for (size_t d = 0; d < buckets; ++d) {
-      uint32_t& c = count[pass * buckets + d];
+  int passes, bits;
+  size_t buckets;
+};
+
+// The scatter passes of the radix sort, `counts` holding every pass's
+// digit counts (RadixDigits::Bucket): stable, in place in `spikes`.
+template <typename Key>
+void RadixScatter(std::vector<InputSpike>& spikes, const RadixDigits& digits,
+                  Key key, std::vector<uint32_t>& counts) {
+  for (int pass = 0; pass < digits.passes; ++pass) {
+    uint32_t sum = 0;  // counts -> first positions
+    for (size_t d = 0; d < digits.buckets; ++d) {
+      uint32_t& c = counts[pass * digits.buckets + d];
       const uint32_t here = c;
       c = sum;
       sum += here;
     }
   }
-  for (int pass = 0; pass < passes; ++pass) {
-    uint32_t* first = count.data() + pass * buckets;
-    const int shift = pass * digit_bits;
-    for (const InputSpike& s : spikes) {
-      other[first[(key(s) >> shift) & digit_mask]++] = s;
+  // (Not a std::vector: its value-initialisation was a tenth of the sort.)
+  std::unique_ptr<InputSpike[]> buffer(new InputSpike[spikes.size()]);
+  InputSpike* from = spikes.data();
+  InputSpike* to = buffer.get();
+  for (int pass = 0; pass < digits.passes; ++pass) {
+    uint32_t* first = counts.data() + pass * digits.buckets;
+    const int shift = pass * digits.bits;
+    const size_t mask = digits.buckets - 1;
+    for (size_t i = 0; i < spikes.size(); ++i) {
+      to[first[(key(from[i]) >> shift) & mask]++] = from[i];
     }
-    spikes.swap(other);
+    std::swap(from, to);
   }
+  if (from != spikes.data())
+    std::copy(from, from + spikes.size(), spikes.data());
+}
+
+// Sorts by (step, node), as std::sort with InputSpike's operator< would
+// (steps in [0, step_bound)), by an LSD radix sort: linear in the number of
+// spikes (a 2 ms run of the benchmark load has 100 000, where std::sort took
+// 4 % of the run). Sources append their spikes node by node, each in the
+// order of time: in that (node, step) order a stable sort by the step alone
+// gives the (step, node) order, with a key of the step's bits only (a full
+// chip's 256 sources over 2 to 8 ms: 2 passes), counted in the same read
+// that checks the order. Otherwise (on-chip Poisson sources, spike times
+// given out of order) the key is step * 2^b + node (b = bits of the largest
+// node).
+void SortInputSpikes(std::vector<InputSpike>& spikes, int64_t step_bound) {
+  const size_t n = spikes.size();
+  if (n < 2) return;
+  const int step_bits = std::bit_width(
+      static_cast<uint64_t>(std::max<int64_t>(step_bound, 1) - 1));
+  if (n > std::numeric_limits<uint32_t>::max() || step_bits > 50) {
+    std::sort(spikes.begin(), spikes.end());  // (not with validated limits)
+    return;
+  }
+  const RadixDigits by_step(step_bits);
+  std::vector<uint32_t> counts(by_step.passes * by_step.buckets, 0);
+  // (Bitwise, not && and ||: one branch-free read.)
+  int node_major = 1;
+  int in_bound = 1;
+  for (size_t i = 0; i < n; ++i) {
+    const InputSpike& s = spikes[i];
+    const InputSpike& before = spikes[i > 0 ? i - 1 : 0];
+    node_major &= static_cast<int>(i == 0) |
+                  static_cast<int>(before.node < s.node) |
+                  (static_cast<int>(before.node == s.node) &
+                   static_cast<int>(before.step <= s.step));
+    in_bound &=
+        static_cast<int>(s.step >= 0) & static_cast<int>(s.step < step_bound);
+    const uint64_t key = static_cast<uint64_t>(s.step);
+    for (int pass = 0; pass < by_step.passes; ++pass) {
+      ++counts[by_step.Bucket(key & ((uint64_t{1} << step_bits) - 1), pass)];
+    }
+  }
+  if (!in_bound) {
+    std::sort(spikes.begin(), spikes.end());
+    return;
+  }
+  if (node_major) {
+    RadixScatter(
+        spikes, by_step,
+        [](const InputSpike& s) { return static_cast<uint64_t>(s.step); },
+        counts);
+    return;
+  }
+  int32_t max_node = 0;
+  for (const InputSpike& s : spikes) max_node = std::max(max_node, s.node);
+  const int node_bits = std::bit_width(static_cast<uint64_t>(max_node));
+  if (node_bits + step_bits > 63) {
+    std::sort(spikes.begin(), spikes.end());
+    return;
+  }
+  auto key = [node_bits](const InputSpike& s) {
+    return (static_cast<uint64_t>(s.step) << node_bits) |
+           static_cast<uint64_t>(s.node);
+  };
+  const RadixDigits by_key(node_bits + step_bits);
+  counts.assign(by_key.passes * by_key.buckets, 0);
+  for (const InputSpike& s : spikes) {
+    for (int pass = 0; pass < by_key.passes; ++pass) {
+      ++counts[by_key.Bucket(key(s), pass)];
+    }
+  }
+  RadixScatter(spikes, by_key, key, counts);
 }
 
 // Spike times of the source neurons of population p, appended to `out` as
@@ -942,7 +984,8 @@ absl::StatusOr<Network> LowerNetwork(const Experiment& e,
       return st;
     }
   }
-  SortInputSpikes(net.input_spikes);
+  SortInputSpikes(net.input_spikes,
+                  net.warmup_steps + net.runtime_ticks * model::kStepsPerTick);
 
   net.spike_train_of_node.assign(num_nodes, -1);
   for (size_t i = 0; i < mapped.spikes.size(); ++i) {
