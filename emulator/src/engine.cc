@@ -417,13 +417,6 @@ double NonLinearD(const StiffConstants& sc, int k, double v, double w,
          sc.coba_inh[k] * ii * std::max(0.0, v - sc.e_inh_volt);
 }
 
-// exp_lambda_h = std::exp(-lambda * h) (computed once for both inputs).
-double KernelIntegral(double lambda, double mu, double h, double exp_lambda_h) {
-  const double diff = lambda - mu;
-  if (std::abs(diff) * h < 1e-9) return h * exp_lambda_h;
-  return exp_lambda_h * std::expm1(diff * h) / diff;
-}
-
 // One stiff step (the exponential upswing) of one slot, in double, by ETD2
 // sub-steps whose length keeps (rate of the exponential term) x h below
 // substep_rate (model::kSubStepRate), each at most max_substep_s long: the
@@ -479,11 +472,11 @@ std::pair<double, float> RefineStep(const StiffConstants& sc, int k,
     const double ii_next = ii == 0.0 ? ii : ii * std::exp(-sc.mu_inh_per_s * h);
     const double inh_term =
         ii == 0.0 ? 0.0
-                  : KernelIntegral(lam, sc.mu_inh_per_s, h, exp_lam_h) *
+                  : ExpKernelIntegral(lam, sc.mu_inh_per_s, h, exp_lam_h) *
                         sc.inh_gain_volt_per_amp_s[k] * ii;
     double v_lin = v + decay * (sc.v_inf_volt[k] - v) +
                    sc.drift_volt_per_s[k] * h +
-                   KernelIntegral(lam, sc.mu_exc_per_s, h, exp_lam_h) *
+                   ExpKernelIntegral(lam, sc.mu_exc_per_s, h, exp_lam_h) *
                        sc.exc_gain_volt_per_amp_s[k] * ie;
     if (ii != 0.0) v_lin = v_lin - inh_term;
     v_lin = v_lin + noise_volt * (h / dt);

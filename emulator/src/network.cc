@@ -21,6 +21,14 @@
 #include "random.h"
 
 namespace hxemu::emulator {
+
+double ExpKernelIntegral(double lambda, double mu, double dt,
+                         double exp_lambda_dt) {
+  const double diff = lambda - mu;
+  if (std::abs(diff) * dt < 1e-9) return dt * exp_lambda_dt;
+  return exp_lambda_dt * std::expm1(diff * dt) / diff;
+}
+
 namespace {
 
 using ::hxemu::v1::Experiment;
@@ -98,19 +106,6 @@ double SwitchFactor(bool multiply, bool divide) {
   if (multiply) f *= model::kConductanceSwitchFactor;
   if (divide) f /= model::kConductanceSwitchFactor;
   return f;
-}
-
-// (exp(-mu dt) - exp(-lambda dt)) / (lambda - mu): the membrane response at
-// dt to a unit current decaying with rate mu, per unit charge-rate [s].
-// exp_lambda_dt = exp(-lambda dt), shared by the two inputs' kernels.
-double ExpKernelIntegral(double lambda, double mu, double dt,
-                         double exp_lambda_dt) {
-  const double diff = lambda - mu;
-  if (std::abs(diff) * dt < 1e-9) return dt * exp_lambda_dt;
-  return exp_lambda_dt * std::expm1(diff * dt) / diff;
-}
-double ExpKernelIntegral(double lambda, double mu, double dt) {
-  return ExpKernelIntegral(lambda, mu, dt, std::exp(-lambda * dt));
 }
 
 using ParameterValues = std::array<int32_t, kNumNeuronParameters>;
@@ -314,18 +309,21 @@ LoweredNeuron LowerNeuron(const ParameterValues& v, const Mismatch& mm,
     // enable_pause gates the synaptic input and the exponential term while
     // the reset is on.
     const bool gated = pause && k == kReset;
+    const double exp_minus_x = std::exp(-x);
     // COBA inputs go through the non-linear part instead of the exact
     // kernel.
     nc.exc_gain_volt_per_amp[k][s] =
         gated || get(P::excitatory_input_enable_coba_mode)
             ? 0.0f
-            : static_cast<float>(
-                  ExpKernelIntegral(lambda, 1.0 / out.exc.tau_s, dt) / c_farad);
+            : static_cast<float>(ExpKernelIntegral(lambda, 1.0 / out.exc.tau_s,
+                                                   dt, exp_minus_x) /
+                                 c_farad);
     nc.inh_gain_volt_per_amp[k][s] =
         gated || get(P::inhibitory_input_enable_coba_mode)
             ? 0.0f
-            : static_cast<float>(
-                  ExpKernelIntegral(lambda, 1.0 / out.inh.tau_s, dt) / c_farad);
+            : static_cast<float>(ExpKernelIntegral(lambda, 1.0 / out.inh.tau_s,
+                                                   dt, exp_minus_x) /
+                                 c_farad);
     nc.coba_exc[k][s] =
         gated ? 0.0f : static_cast<float>(coba_exc_per_volt / c_farad);
     nc.coba_inh[k][s] =

@@ -228,6 +228,14 @@ struct Network {
   bool cadc_noise = true;
 };
 
+// (exp(-mu dt) - exp(-lambda dt)) / (lambda - mu) [s]: the membrane's
+// response at dt to a unit current decaying with rate mu [1/s], the leak's
+// rate lambda [1/s], per unit charge-rate; exp_lambda_dt = exp(-lambda dt)
+// (computed once for both synaptic inputs). For the lowering's tables and
+// RefineStep's sub-steps.
+double ExpKernelIntegral(double lambda, double mu, double dt,
+                         double exp_lambda_dt);
+
 // Lowers a validated experiment onto chip `chip_id`. May fail only with
 // RESOURCE_EXHAUSTED (Poisson sources producing far more spikes than the
 // limit allows).
