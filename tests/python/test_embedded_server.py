@@ -152,3 +152,31 @@ def test_server_dies_with_its_launcher(tmp_path):
     if not _exited(pid):
         os.kill(pid, 9)
         pytest.fail("the server outlived its killed launcher by 10 s")
+
+
+def test_reading_stderr_while_the_server_writes_loses_nothing(tmp_path):
+    # The server's stderr descriptor shares its file offset with the
+    # launcher's; a read that moved the offset made the server's next write
+    # overwrite earlier lines (seen in CI as a half-overwritten
+    # "metrics on port" line).
+    binary = _script(tmp_path, "chatty", """
+        import os, signal, sys, time
+        signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+        print("hxemu-server listening on 127.0.0.1:45678", flush=True)
+        for number in range(400):
+            os.write(2, f"line {number:04d} of the server's log\\n".encode())
+            time.sleep(0.0005)
+        os.write(2, b"done\\n")
+        while True:
+            time.sleep(0.1)
+    """)
+    server = EmbeddedServer(binary=binary)
+    server.start()
+    try:
+        deadline = time.monotonic() + 30
+        while "done" not in server.stderr_tail() and time.monotonic() < deadline:
+            server.stderr_tail()
+        log = server._read_stderr(limit=1 << 20).splitlines()
+    finally:
+        server.stop()
+    assert log == [f"line {n:04d} of the server's log" for n in range(400)] + ["done"]

@@ -11,6 +11,7 @@ else from ``PATH``. The server listens on a free loopback port and is stopped
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import re
 import shutil
@@ -123,6 +124,12 @@ class EmbeddedServer:
             command = [binary, "--listen=127.0.0.1:0", f"--num_chips={self.num_chips}",
                        *self.extra_args]
             self._stderr = tempfile.TemporaryFile(prefix="hxemu-server-", suffix=".stderr")
+            # The server writes through a duplicate of this descriptor, which
+            # shares its file offset: with O_APPEND its writes always land at
+            # the end, and _read_stderr reads with pread, which moves no
+            # offset, so reading while the server writes never overwrites.
+            flags = fcntl.fcntl(self._stderr.fileno(), fcntl.F_GETFL)
+            fcntl.fcntl(self._stderr.fileno(), fcntl.F_SETFL, flags | os.O_APPEND)
             command, preexec = _with_parent_death_signal(command)
             try:
                 self._process = subprocess.Popen(
@@ -185,8 +192,8 @@ class EmbeddedServer:
         if self._stderr is None:
             return ""
         try:
-            self._stderr.seek(0)
-            data = self._stderr.read()
+            fd = self._stderr.fileno()
+            data = os.pread(fd, os.fstat(fd).st_size, 0)
         except (OSError, ValueError):
             return ""
         text = data.decode(errors="replace") if isinstance(data, bytes) else data
