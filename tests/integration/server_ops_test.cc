@@ -395,8 +395,8 @@ TEST(ServerOps, MetricsShowQueueChipsAndNoUserIds) {
   EXPECT_THAT(text, Not(HasSubstr(job->job_id())));
 }
 
-// A result far above gRPC's 4 MiB message limit (a 60 ms MADC trace, about
-// 1.8 M samples, ~10 MB) arrives in chunks each below the limit; a 1 s trace
+// A result above gRPC's 4 MiB message limit (a 36 ms MADC trace, about
+// 1.06 M samples, ~6 MB) arrives in chunks each below the limit; a 1 s trace
 // is the same with more chunks.
 TEST(ServerOps, LargeResultStreamsInChunksBelowTheMessageLimit) {
   server::ServerOptions options;
@@ -404,10 +404,14 @@ TEST(ServerOps, LargeResultStreamsInChunksBelowTheMessageLimit) {
   auto server = StartServer(options);
   ASSERT_NE(server, nullptr);
   auto alice = Connect(*server, "alice");
-  absl::StatusOr<v1::Job> job = alice->Submit(OneNeuron(60));
+  absl::StatusOr<v1::Job> job = alice->Submit(OneNeuron(36));
   ASSERT_TRUE(job.ok()) << job.status();
-  absl::StatusOr<v1::Job> done = alice->WaitJob(job->job_id(), kTimeout);
-  ASSERT_TRUE(done.ok());
+  // The job takes well under a second in the normal build, but tens of
+  // seconds in the sanitizer build on a busy machine: the wait is bounded
+  // only by CTest's timeout (300 s), not by the machine's speed.
+  absl::StatusOr<v1::Job> done =
+      alice->WaitJob(job->job_id(), absl::Seconds(280));
+  ASSERT_TRUE(done.ok()) << done.status();
   ASSERT_EQ(done->state(), v1::JOB_STATE_SUCCEEDED) << done->state_reason();
   EXPECT_GT(done->result_bytes(), 4 * 1024 * 1024);
   EXPECT_GT(done->result_expire_time_unix_ms(), done->end_time_unix_ms());
@@ -434,7 +438,7 @@ TEST(ServerOps, LargeResultStreamsInChunksBelowTheMessageLimit) {
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_GE(chunks, 3);
   ASSERT_EQ(merged.traces_size(), 1);
-  EXPECT_GT(merged.traces(0).codes_size(), 1700000);
+  EXPECT_GT(merged.traces(0).codes_size(), 1000000);
   EXPECT_EQ(merged.traces(0).codes_size(), merged.traces(0).times_ticks_size());
   EXPECT_EQ(static_cast<int64_t>(merged.ByteSizeLong()), done->result_bytes());
 }
