@@ -18,7 +18,11 @@ echo "== build (RelWithDebInfo)"
 bash deploy/build.sh
 
 echo "== ASan/UBSan: all C++ tests"
+# -O1, as the sanitizers' documentation advises: the tests run ~4x faster
+# than at Debug's -O0 (53 s instead of 230 s on 2 cores), where the
+# emulator's loops made the longest ones take minutes; same build time.
 HXEMU_BUILD_DIR=build-asan bash deploy/build.sh -DCMAKE_BUILD_TYPE=Debug \
+  "-DCMAKE_CXX_FLAGS_DEBUG=-g -O1" \
   -DHXEMU_SANITIZE=address,undefined -DHXEMU_BUILD_BENCHMARKS=OFF
 ctest --test-dir build-asan --output-on-failure -j "$(nproc)" \
   > build-asan/ctest.log 2>&1 || { cat build-asan/ctest.log; exit 1; }
