@@ -11,13 +11,16 @@
 # Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each phase's start, in seconds since this script started (CI has 2 cores
+# and must stay well under 20 minutes in all).
+phase() { echo "== $1 (at ${SECONDS} s)"; }
 bash deploy/install-deps.sh
 bash deploy/check-format.sh
 
-echo "== build (RelWithDebInfo)"
+phase "build (RelWithDebInfo)"
 bash deploy/build.sh
 
-echo "== ASan/UBSan: all C++ tests"
+phase "ASan/UBSan: all C++ tests"
 # -O1, as the sanitizers' documentation advises: the tests run ~4x faster
 # than at Debug's -O0 (53 s instead of 230 s on 2 cores), where the
 # emulator's loops made the longest ones take minutes; same build time.
@@ -28,7 +31,7 @@ ctest --test-dir build-asan --output-on-failure -j "$(nproc)" \
   > build-asan/ctest.log 2>&1 || { cat build-asan/ctest.log; exit 1; }
 echo "ASan/UBSan: $(grep "tests passed" build-asan/ctest.log)"
 
-echo "== TSan: scheduler, job store, emulator and calibration tests"
+phase "TSan: scheduler, job store, emulator and calibration tests"
 mkdir -p build-tsan
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DHXEMU_SANITIZE=thread -DHXEMU_BUILD_BENCHMARKS=OFF > build-tsan/configure.log
@@ -42,9 +45,10 @@ TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/calibration_test --gtest_brief=1
 TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/calibration_server_test \
   --gtest_brief=1 --gtest_filter='CalibrationStoreTest.*'
 
-echo "== all C++ tests"
+phase "all C++ tests"
 ctest --test-dir build --output-on-failure -j "$(nproc)"
 
-echo "== Python tests"
+phase "Python tests"
 PYTHONPATH="$PWD/client/python" /usr/bin/python3 -m pytest tests/python -q \
   -p no:cacheprovider
+echo "== all tests passed in ${SECONDS} s"
