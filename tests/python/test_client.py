@@ -20,7 +20,7 @@ def _experiment(runtime_ms=0.1, v_leak=700):
 def test_run_merges_chunked_traces(fake_server):
     with hxemu.Client(fake_server.address) as client:
         job = client.submit(_experiment())
-        assert client.wait(job.job_id, timeout=5).state == service_pb2.JOB_STATE_SUCCEEDED
+        assert client.wait(job.job_id, timeout=60).state == service_pb2.JOB_STATE_SUCCEEDED
         result = client.result(job.job_id)
     # 0.1 ms at 34 ns/sample = 2941 samples, sent in chunks of 1000
     assert len(result.traces) == 1

@@ -25,8 +25,10 @@ def binary():
 
 def _metrics_port(server):
     # The server reports the bound port of "--metrics_listen=127.0.0.1:0" on
-    # stderr; give it a moment to be flushed.
-    for _ in range(100):
+    # stderr, right after it is listening; the wait is generous for a busy
+    # machine and ends as soon as the line is there.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
         match = re.search(r"metrics on port (\d+)", server.stderr_tail())
         if match:
             return int(match.group(1))
