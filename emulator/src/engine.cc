@@ -817,9 +817,11 @@ struct FineStepsIo {
       probe;
 };
 
-// The lanes of StepFineSlots: one AVX-512 vector of floats (two AVX2 ones).
-constexpr int kLanes = 16;
-template <typename T>
+// The lanes of StepFineSlots: one AVX-512 vector of floats, or one AVX2
+// vector (FineLanes: 8 where the CPU has no AVX-512, so that a block of up
+// to 8 fine slots costs one vector per quantity, not two, and its state and
+// constants fit the 16 vector registers better).
+template <int kLanes, typename T>
 using Lanes = std::array<T, kLanes>;
 
 // The fine slots of a macro step (macro-step mode: the few that CoarseStep
@@ -835,7 +837,7 @@ using Lanes = std::array<T, kLanes>;
 // instructions: the pointers and arrays of every quantity loaded anew at
 // every tick, the bins' events added and the spikes looked for outside.)
 // kNonLinear, kFull, kInh: as for StepNeurons (kFull implies kInh).
-template <bool kNonLinear, bool kFull, bool kInh>
+template <bool kNonLinear, bool kFull, bool kInh, int kLanes>
 HXEMU_VECTOR_CLONES void StepFineSlots(const NeuronConstants& nc,
                                        NeuronState& st, const int* slots,
                                        int count, int m, FineStepsIo& io) {
@@ -849,22 +851,24 @@ HXEMU_VECTOR_CLONES void StepFineSlots(const NeuronConstants& nc,
     // Lanes past `count` compute a copy of the first one's slot; nothing of
     // them is recorded or written back.
     const int lanes = std::min(kLanes, count - first);
-    Lanes<int> idx;
+    Lanes<kLanes, int> idx;
     for (int l = 0; l < kLanes; ++l)
       idx[l] = slots[first + (l < lanes ? l : 0)];
-    auto load = [&idx](const auto& a, Lanes<std::decay_t<decltype(a[0])>>& to) {
+    auto load = [&idx](const auto& a, auto& to) {
       for (int l = 0; l < kLanes; ++l) to[l] = a[idx[l]];
     };
     // Constants (of both regimes where they differ).
-    alignas(64) Lanes<float> decay_f, decay_r, v_inf_f, v_inf_r, drift_f,
-        drift_r, ge_f, ge_r, gi_f{}, gi_r{}, etd1_f{}, etd1_r{}, etd2_f{},
-        etd2_r{}, pref_f{}, pref_r{}, coba_e_f{}, coba_e_r{}, coba_i_f{},
-        coba_i_r{}, exc_decay, inh_decay{}, v_th, exp_v_t{}, exp_inv_slope{},
-        exp_slope{}, exp_arg_max{}, e_exc{}, e_inh{}, adapt_a{}, adapt_v_ref{},
-        adapt_decay{}, adapt_q1{}, adapt_q2{}, adapt_b{}, inv_c{}, v_stiff{};
-    alignas(64) Lanes<int32_t> restart, release;
-    auto load_regimes = [&load](const auto& per_regime, Lanes<float>& of_free,
-                                Lanes<float>& of_reset) {
+    alignas(64) Lanes<kLanes, float> decay_f, decay_r, v_inf_f, v_inf_r,
+        drift_f, drift_r, ge_f, ge_r, gi_f{}, gi_r{}, etd1_f{}, etd1_r{},
+        etd2_f{}, etd2_r{}, pref_f{}, pref_r{}, coba_e_f{}, coba_e_r{},
+        coba_i_f{}, coba_i_r{}, exc_decay, inh_decay{}, v_th, exp_v_t{},
+        exp_inv_slope{}, exp_slope{}, exp_arg_max{}, e_exc{}, e_inh{},
+        adapt_a{}, adapt_v_ref{}, adapt_decay{}, adapt_q1{}, adapt_q2{},
+        adapt_b{}, inv_c{}, v_stiff{};
+    alignas(64) Lanes<kLanes, int32_t> restart, release;
+    auto load_regimes = [&load](const auto& per_regime,
+                                Lanes<kLanes, float>& of_free,
+                                Lanes<kLanes, float>& of_reset) {
       load(per_regime[kFree], of_free);
       load(per_regime[kReset], of_reset);
     };
@@ -904,9 +908,9 @@ HXEMU_VECTOR_CLONES void StepFineSlots(const NeuronConstants& nc,
       load(nc.v_stiff_volt, v_stiff);
     }
     // State; *_start: at the start of the tick (RefineStep's, the spikes').
-    alignas(64) Lanes<float> v, v_start, lo, lo_start, ie, ie_start, ii{},
-        ii_start{}, w{}, w_start{};
-    alignas(64) Lanes<int32_t> left, left_start, forced{}, fire, refine;
+    alignas(64) Lanes<kLanes, float> v, v_start, lo, lo_start, ie, ie_start,
+        ii{}, ii_start{}, w{}, w_start{};
+    alignas(64) Lanes<kLanes, int32_t> left, left_start, forced{}, fire, refine;
     load(st.v_volt, v);
     load(st.v_lo_volt, lo);
     for (int l = 0; l < kLanes; ++l) ie[l] = st.current_amp[idx[l]];
@@ -1104,20 +1108,44 @@ HXEMU_VECTOR_CLONES void StepFineSlots(const NeuronConstants& nc,
   }
 }
 
-// StepFineSlots in the variant for these constants.
-void StepFine(const NeuronConstants& nc, NeuronState& st, const int* slots,
-              int count, int m, FineStepsIo& io) {
+// StepFineSlots in the variant for these constants, kLanes as above.
+template <int kLanes>
+void StepFineWith(const NeuronConstants& nc, NeuronState& st, const int* slots,
+                  int count, int m, FineStepsIo& io) {
   const bool inh = nc.inhibitory_input;
   if (!nc.non_linear) {
-    return inh ? StepFineSlots<false, false, true>(nc, st, slots, count, m, io)
-               : StepFineSlots<false, false, false>(nc, st, slots, count, m,
-                                                    io);
+    return inh ? StepFineSlots<false, false, true, kLanes>(nc, st, slots, count,
+                                                           m, io)
+               : StepFineSlots<false, false, false, kLanes>(nc, st, slots,
+                                                            count, m, io);
   }
   if (!nc.adapt_or_coba) {
-    return inh ? StepFineSlots<true, false, true>(nc, st, slots, count, m, io)
-               : StepFineSlots<true, false, false>(nc, st, slots, count, m, io);
+    return inh ? StepFineSlots<true, false, true, kLanes>(nc, st, slots, count,
+                                                          m, io)
+               : StepFineSlots<true, false, false, kLanes>(nc, st, slots, count,
+                                                           m, io);
   }
-  StepFineSlots<true, true, true>(nc, st, slots, count, m, io);
+  StepFineSlots<true, true, true, kLanes>(nc, st, slots, count, m, io);
+}
+
+// The lanes per block of fine slots: 16 (one AVX-512 vector), or 8 where the
+// CPU has no AVX-512 (its clones compute 8 floats per operation).
+int FineLanes() {
+#if defined(__GNUC__) && defined(__x86_64__)
+  static const int lanes = __builtin_cpu_supports("avx512f") ? 16 : 8;
+  return lanes;
+#else
+  return 16;
+#endif
+}
+
+void StepFine(const NeuronConstants& nc, NeuronState& st, const int* slots,
+              int count, int m, FineStepsIo& io) {
+  if (FineLanes() == 8) {
+    StepFineWith<8>(nc, st, slots, count, m, io);
+  } else {
+    StepFineWith<16>(nc, st, slots, count, m, io);
+  }
 }
 
 // One macro step of `m` ticks for every slot that qualifies (see
