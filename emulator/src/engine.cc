@@ -203,12 +203,59 @@ __attribute__((target("avx512f"))) int ListSetFlagsAvx512(const int32_t* flags,
   }
   return count;
 }
+
+// The positions of the set bits of every 8-bit mask, packed from the low
+// byte up (byte k: the k-th set bit's position), for AVX2's compress.
+constexpr std::array<uint64_t, 256> kSetBitPositions = [] {
+  std::array<uint64_t, 256> table{};
+  for (int mask = 0; mask < 256; ++mask) {
+    int k = 0;
+    for (int bit = 0; bit < 8; ++bit) {
+      if (mask & (1 << bit)) {
+        table[mask] |= static_cast<uint64_t>(bit) << (8 * k++);
+      }
+    }
+  }
+  return table;
+}();
+
+// ListSetFlags with AVX2: 8 flags at a time, their mask's set positions
+// from kSetBitPositions as a permutation of the indices (no branch per
+// flag; the scalar scan took ~4 % of a run on an AVX2 machine).
+__attribute__((target("avx2"))) int ListSetFlagsAvx2(const int32_t* flags,
+                                                     int n, int* out) {
+  int count = 0;
+  int i = 0;
+  __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i step = _mm256_set1_epi32(8);
+  const __m256i zero = _mm256_setzero_si256();
+  for (; i + 8 <= n; i += 8) {
+    const __m256i f =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(flags + i));
+    const int set =
+        ~_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(f, zero))) &
+        0xff;
+    const __m256i positions = _mm256_cvtepu8_epi32(
+        _mm_cvtsi64_si128(static_cast<int64_t>(kSetBitPositions[set])));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + count),
+                        _mm256_permutevar8x32_epi32(index, positions));
+    count += __builtin_popcount(set);
+    index = _mm256_add_epi32(index, step);
+  }
+  for (; i < n; ++i) {
+    out[count] = i;
+    count += flags[i] != 0;
+  }
+  return count;
+}
 #endif
 
 int ListSetFlags(const int32_t* flags, int n, int* out) {
 #if defined(HXEMU_SIMD_COMPACT)
   static const bool kHasAvx512 = __builtin_cpu_supports("avx512f");
+  static const bool kHasAvx2 = __builtin_cpu_supports("avx2");
   if (kHasAvx512) return ListSetFlagsAvx512(flags, n, out);
+  if (kHasAvx2) return ListSetFlagsAvx2(flags, n, out);
 #endif
   int count = 0;
   ForEachSetFlag(flags, n, [&](int i) { out[count++] = i; });
