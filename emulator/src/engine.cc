@@ -1562,6 +1562,33 @@ struct SamplePoint {
   int64_t step;
   float fraction;
 };
+struct RecordedSpike {
+  int32_t train;  // index into Result::spike_trains
+  int64_t tick;   // [ticks since the recording's start]
+};
+
+// Appends the spikes to their trains, each train's in the order of
+// `spikes`: a counting sort by train into one array, then each train's
+// ticks appended at once.
+void MoveToSpikeTrains(const std::vector<RecordedSpike>& spikes,
+                       hxemu::v1::Result& result) {
+  const size_t num_trains = static_cast<size_t>(result.spike_trains_size());
+  std::vector<size_t> begin(num_trains + 1, 0);
+  for (const RecordedSpike& spike : spikes) ++begin[spike.train + 1];
+  for (size_t t = 0; t < num_trains; ++t) begin[t + 1] += begin[t];
+  std::vector<uint64_t> ticks(spikes.size());
+  std::vector<size_t> next(begin.begin(), begin.end() - 1);
+  for (const RecordedSpike& spike : spikes) {
+    ticks[next[spike.train]++] = static_cast<uint64_t>(spike.tick);
+  }
+  for (size_t t = 0; t < num_trains; ++t) {
+    result.mutable_spike_trains(static_cast<int>(t))
+        ->mutable_times_ticks()
+        ->Add(ticks.begin() + static_cast<ptrdiff_t>(begin[t]),
+              ticks.begin() + static_cast<ptrdiff_t>(begin[t + 1]));
+  }
+}
+
 SamplePoint SampleAt(int64_t warmup_steps, int64_t time_ns) {
   const int64_t q = time_ns * model::kStepsPerTick;  // [ns / kStepsPerTick]
   return {warmup_steps + q / kTickNs,
@@ -1630,7 +1657,7 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
       bin_values[bin] = b;
     }
     if (conn.contiguous[node] && e1 > e0) {
-      const int64_t t0 = conn.target[e0];
+      const int64_t t0 = conn.first_target[node];
       const int64_t t1 = t0 + (e1 - e0);
       if (first && t0 == 0 && t1 == bin_read_floats) {
         // The row covers all that is read of the bin (e.g. a source that
@@ -1665,14 +1692,19 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
     return conn.row_begin[node + 1] > conn.row_begin[node];
   };
 
-  int64_t recorded_spikes = 0;
+  // The recorded spikes in the order of time, (train, tick) [ticks of the
+  // recording], put into their trains at the end (MoveToSpikeTrains): one
+  // array appended to here, not one of hundreds of trains per spike, whose
+  // headers are rarely in cache.
+  std::vector<RecordedSpike> recorded;
   auto record_spike = [&](int64_t node, int64_t tick) -> bool {
     const int32_t train = net.spike_train_of_node[node];
     const int64_t rec_tick = tick - warmup_ticks;
     if (train < 0 || rec_tick < 0 || rec_tick >= net.runtime_ticks) return true;
-    if (++recorded_spikes > limits.max_recorded_spikes) return false;
-    result.mutable_spike_trains(train)->add_times_ticks(
-        static_cast<uint64_t>(rec_tick));
+    if (static_cast<int64_t>(recorded.size()) >= limits.max_recorded_spikes) {
+      return false;
+    }
+    recorded.push_back({train, rec_tick});
     return true;
   };
   auto too_many_spikes = [&]() {
@@ -1991,6 +2023,7 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
     used.clear();
     step += len;
   }
+  MoveToSpikeTrains(recorded, result);
   if (control.on_progress) control.on_progress(runtime_ms);
   return absl::OkStatus();
 }

@@ -944,7 +944,11 @@ absl::StatusOr<Network> LowerNetwork(const Experiment& e,
   }
 
   conn.contiguous.assign(num_nodes, 0);
+  conn.first_target.assign(num_nodes, -1);
   for (int64_t u = 0; u < num_nodes; ++u) {
+    if (conn.row_begin[u + 1] > conn.row_begin[u]) {
+      conn.first_target[u] = conn.target[conn.row_begin[u]];
+    }
     bool run = true;
     for (int64_t q = conn.row_begin[u] + 1; q < conn.row_begin[u + 1] && run;
          ++q) {

@@ -181,6 +181,9 @@ struct Connectivity {
   // Per node: its targets are target[row_begin] + 0, 1, 2, ... (ascending,
   // contiguous), so delivery is a vectorised add.
   std::vector<uint8_t> contiguous;
+  // Per node: target[row_begin] (-1 if it has none), so that delivery need
+  // not read `target`, a large array, at a random row.
+  std::vector<int32_t> first_target;
   // Some target has a bypass switch (delivery also sets forced flags).
   bool any_bypass = false;
 };
