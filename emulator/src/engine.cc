@@ -1723,6 +1723,7 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
   const int64_t runtime_ns = net.runtime_ticks * kTickNs;
   const int64_t num_samples = EstimatedMadcSamples(net.runtime_ticks);
   int64_t sample = 0;
+  int sample_channel = 0;  // = sample % num_channels, without a division
   SamplePoint next_sample = {std::numeric_limits<int64_t>::max(), 0.0f};
   if (num_channels > 0) {
     next_sample = SampleAt(net.warmup_steps, 0);
@@ -1780,7 +1781,7 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
   // just ended (its neurons are always among the fine ones).
   auto take_sample = [&](const ProbeValues& values) {
     double volt;
-    switch (net.madc[sample % num_channels].observable) {
+    switch (net.madc[sample_channel].observable) {
       case hxemu::v1::OBSERVABLE_EXC_SYNIN:
         volt = model::kSynInReadoutBaseVolt +
                values.i_exc_amp * model::kSynInReadoutVoltPerAmp;
@@ -1808,11 +1809,11 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
         AdcCode(volt * net.madc_lsb_per_volt + net.madc_offset_lsb + noise_lsb,
                 kMadcMaxCode);
     const int64_t time_ns = sample * kMadcSamplePeriodNs;
-    hxemu::v1::Trace* trace =
-        result.mutable_traces(static_cast<int>(sample % num_channels));
+    hxemu::v1::Trace* trace = result.mutable_traces(sample_channel);
     trace->add_times_ticks(static_cast<uint64_t>(time_ns / kTickNs));
     trace->add_codes(static_cast<uint32_t>(code));
     ++sample;
+    if (++sample_channel == num_channels) sample_channel = 0;
     const int64_t next_ns = sample * kMadcSamplePeriodNs;
     next_sample = next_ns < runtime_ns
                       ? SampleAt(net.warmup_steps, next_ns)
@@ -1978,7 +1979,7 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
       }
       for (int j = 0; j < m; ++j) {
         if (step + j == next_sample.step) {
-          take_sample(fine_io.probe[sample % num_channels][j]);
+          take_sample(fine_io.probe[sample_channel][j]);
         }
       }
     } else {
@@ -2005,7 +2006,7 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
         }
         if (conn.any_bypass) std::fill(st.forced.begin(), st.forced.end(), 0);
         if (s == next_sample.step) {
-          const int sl = net.madc[sample % num_channels].slot;
+          const int sl = net.madc[sample_channel].slot;
           take_sample({st.v_prev_volt[sl], st.v_volt[sl], st.current_amp[sl],
                        st.current_amp[n + sl], st.adapt_amp[sl]});
         }
