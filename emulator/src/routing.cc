@@ -76,8 +76,11 @@ int ArrayRow(int bus, int n) {
 // connections of a full chip, moving them ~1 ms). Where sources are many
 // more than connections, std::stable_sort instead (the counts would be
 // mostly empty).
+// group_bounds: the sorted positions where a (hemisphere, source, receptor)
+// group begins, and then the end (entries.size()).
 std::vector<uint32_t> SortedOrder(const std::vector<Entry>& entries,
-                                  int64_t num_nodes) {
+                                  int64_t num_nodes,
+                                  std::vector<size_t>& group_bounds) {
   const size_t n = entries.size();
   const auto group_key = [num_nodes](const Entry& en) {
     return (static_cast<int64_t>(en.hemisphere) * num_nodes + en.source) * 2 +
@@ -95,6 +98,13 @@ std::vector<uint32_t> SortedOrder(const std::vector<Entry>& entries,
       const int64_t kb = group_key(entries[b]);
       return ka != kb ? ka < kb : by_column(a, b);
     });
+    for (size_t k = 0; k < n; ++k) {
+      if (k == 0 ||
+          group_key(entries[order[k]]) != group_key(entries[order[k - 1]])) {
+        group_bounds.push_back(k);
+      }
+    }
+    group_bounds.push_back(n);
     return order;
   }
   // begin[key]: the first position of key (then, while placing, the next).
@@ -106,12 +116,15 @@ std::vector<uint32_t> SortedOrder(const std::vector<Entry>& entries,
     order[next[group_key(entries[a])]++] = static_cast<uint32_t>(a);
   }
   for (int64_t k = 0; k < num_keys; ++k) {
+    if (begin[k + 1] == begin[k]) continue;
+    group_bounds.push_back(static_cast<size_t>(begin[k]));
     const auto first = order.begin() + begin[k];
     const auto last = order.begin() + begin[k + 1];
     if (!std::is_sorted(first, last, by_column)) {
       std::stable_sort(first, last, by_column);
     }
   }
+  group_bounds.push_back(n);
   return order;
 }
 
@@ -175,8 +188,9 @@ class Router {
     }
     if (absl::Status s = CheckInDegree(entries); !s.ok()) return s;
     // sorted(k): the entry at sorted position k.
+    std::vector<size_t> group_bounds;
     const std::vector<uint32_t> order =
-        SortedOrder(entries, node_begin_.back());
+        SortedOrder(entries, node_begin_.back(), group_bounds);
     const auto sorted = [&](size_t k) -> const Entry& {
       return entries[order[k]];
     };
@@ -189,29 +203,24 @@ class Router {
       int64_t columns;    // columns touched
       int bus;            // fixed bus or kFreeBus
     };
-    const auto same_group = [](const Entry& x, const Entry& y) {
-      return x.hemisphere == y.hemisphere && x.source == y.source &&
-             x.receptor == y.receptor;
-    };
     std::vector<Group> groups;
-    for (size_t a = 0; a < entries.size();) {
-      size_t b = a;
+    groups.reserve(group_bounds.size());
+    for (size_t g = 0; g + 1 < group_bounds.size(); ++g) {
+      const size_t group_end = group_bounds[g + 1];
       int64_t rows = 0, columns = 0;
-      while (b < entries.size() && same_group(sorted(b), sorted(a))) {
-        const size_t col_begin = b;
+      for (size_t b = group_bounds[g]; b < group_end;) {
+        const int16_t column = sorted(b).column;
         int64_t in_column = 0;
-        while (b < entries.size() && same_group(sorted(b), sorted(col_begin)) &&
-               sorted(b).column == sorted(col_begin).column) {
+        for (; b < group_end && sorted(b).column == column; ++b) {
           in_column += sorted(b).synapses;
-          ++b;
         }
         rows = std::max(rows, in_column);
         columns += in_column > 0;
       }
       if (rows > 0) {
-        groups.push_back({a, b, rows, columns, FixedBus(sorted(a).source)});
+        groups.push_back({group_bounds[g], group_end, rows, columns,
+                          FixedBus(sorted(group_bounds[g]).source)});
       }
-      a = b;
     }
     // Fixed-bus sources first, then the largest free ones.
     std::stable_sort(groups.begin(), groups.end(),
