@@ -17,8 +17,7 @@
 // if /usr/bin/python3 has brian2, the same network on Brian2's
 // cpp_standalone target: the peer script's own figure (including Python and
 // the C++ compilation), then its compiled simulation run again alone
-// (--repeats times, the median), and the
-// ratios.
+// (--repeats times, the median), and the ratios.
 //
 // Usage: emulator_bench [--runtime_ms=2] [--brian_steps=200000] [--no_brian]
 //                       [--no_macro] [--no_noise] [--mixed] [--accuracy]
