@@ -9,8 +9,9 @@
 //      every neuron far from threshold advances
 //      the whole macro step at once (vectorised, exact for the linear part);
 //   3. the other ("fine") neurons advance tick by tick through the macro
-//      step (StepFineSlots: 16 at a time, their state in small arrays for
-//      all its ticks, one flat, branch-free loop per tick; rare steps
+//      step (StepFineSlots: 16 at a time, 8 without AVX-512, their state
+//      in small arrays for all its ticks, one flat, branch-free loop per
+//      tick; rare steps
 //      refined by RefineStep), with their bins' events at each tick; spikes
 //      are recorded (interpolated crossing) and queued;
 //   4. MADC samples falling into a tick (its neurons are always fine).
