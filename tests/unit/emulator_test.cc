@@ -2196,48 +2196,67 @@ TEST(Routing, OnChipSourcesOfOnePadiBusAreLimitedTo64Rows) {
                "populations[1] neuron 0 (circuit 100)", "65", "PADI bus 0"});
 }
 
+// Two connections between every pair of 8 sources and 16 neurons (weights
+// up to 125 split some over two synapses), neuron 3's membrane recorded.
+// Listed pair by pair, a source's connections come in column order; listed
+// all first connections backwards, then all second ones (`shuffled`),
+// routing has to sort them by column to give every connection its own
+// synapses. `unconnected_sources`: a further source population that no
+// projection uses.
+Result RunPairwiseConnections(bool shuffled, uint32_t unconnected_sources) {
+  Experiment e;
+  AddNeurons(e, 16, PspNeuron());
+  AddSpikeSource(e, {0.03, 0.06}, 8);
+  if (unconnected_sources > 0) {
+    AddSpikeSource(e, {0.05}, unconnected_sources);
+  }
+  std::vector<std::tuple<uint32_t, uint32_t, int32_t>> first, second;
+  for (uint32_t i = 0; i < 8; ++i) {
+    for (uint32_t j = 0; j < 16; ++j) {
+      first.push_back({i, j, static_cast<int32_t>(1 + (7 * i + 5 * j) % 125)});
+      second.push_back({i, j, static_cast<int32_t>(1 + (3 * i + j) % 60)});
+    }
+  }
+  std::vector<std::tuple<uint32_t, uint32_t, int32_t>> conns;
+  if (shuffled) {
+    // (Each pair's first connection still before its second: the order of
+    // two connections between the same neurons decides which synapse each
+    // takes.)
+    conns.assign(first.rbegin(), first.rend());
+    conns.insert(conns.end(), second.rbegin(), second.rend());
+  } else {
+    for (size_t k = 0; k < first.size(); ++k) {
+      conns.push_back(first[k]);
+      conns.push_back(second[k]);
+    }
+  }
+  Connect(e, 1, 0, hxemu::v1::RECEPTOR_TYPE_EXCITATORY, conns);
+  Record(e, 0, hxemu::v1::OBSERVABLE_V, {3});
+  e.set_runtime_ms(0.1);
+  return MustRun(e);
+}
+
 TEST(Routing, ConnectionOrderDoesNotChangeThePlacement) {
-  // Two connections between every pair of neurons (weights up to 125 split
-  // some over two synapses). Listed pair by pair, a source's connections come
-  // in column order; listed all first connections backwards, then all second
-  // ones, routing has to sort them by column to give every connection its
-  // own synapses. Both must take the same synapses, so the results (with
-  // every synapse's mismatch) are the same.
-  auto run = [](bool shuffled) {
-    Experiment e;
-    AddNeurons(e, 16, PspNeuron());
-    AddSpikeSource(e, {0.03, 0.06}, 8);
-    std::vector<std::tuple<uint32_t, uint32_t, int32_t>> first, second;
-    for (uint32_t i = 0; i < 8; ++i) {
-      for (uint32_t j = 0; j < 16; ++j) {
-        first.push_back(
-            {i, j, static_cast<int32_t>(1 + (7 * i + 5 * j) % 125)});
-        second.push_back({i, j, static_cast<int32_t>(1 + (3 * i + j) % 60)});
-      }
-    }
-    std::vector<std::tuple<uint32_t, uint32_t, int32_t>> conns;
-    if (shuffled) {
-      // (Each pair's first connection still before its second: the order of
-      // two connections between the same neurons decides which synapse
-      // each takes.)
-      conns.assign(first.rbegin(), first.rend());
-      conns.insert(conns.end(), second.rbegin(), second.rend());
-    } else {
-      for (size_t k = 0; k < first.size(); ++k) {
-        conns.push_back(first[k]);
-        conns.push_back(second[k]);
-      }
-    }
-    Connect(e, 1, 0, hxemu::v1::RECEPTOR_TYPE_EXCITATORY, conns);
-    Record(e, 0, hxemu::v1::OBSERVABLE_V, {3});
-    e.set_runtime_ms(0.1);
-    return MustRun(e);
-  };
-  const Result in_order = run(false);
-  const Result shuffled = run(true);
+  // Both orders must take the same synapses, so the results (with every
+  // synapse's mismatch) are the same.
+  const Result in_order = RunPairwiseConnections(false, 0);
+  const Result shuffled = RunPairwiseConnections(true, 0);
   ASSERT_EQ(in_order.traces_size(), 1);
   EXPECT_GT(in_order.traces(0).codes_size(), 100);
   EXPECT_EQ(in_order.SerializeAsString(), shuffled.SerializeAsString());
+}
+
+TEST(Routing, ManyUnusedSourcesDoNotChangeThePlacement) {
+  // With many more source nodes than connections (here 1500 unused ones),
+  // routing sorts the connections by comparison instead of by counting
+  // (routing.cc SortedOrder); the groups and synapses must be the same.
+  const Result few = RunPairwiseConnections(true, 0);
+  const Result many = RunPairwiseConnections(true, 1500);
+  ASSERT_EQ(few.traces_size(), 1);
+  ASSERT_EQ(many.traces_size(), 1);
+  EXPECT_GT(few.traces(0).codes_size(), 100);
+  EXPECT_EQ(few.traces(0).SerializeAsString(),
+            many.traces(0).SerializeAsString());
 }
 
 TEST(Routing, ReceptorSignIsChecked) {
