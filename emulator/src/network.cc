@@ -883,15 +883,27 @@ absl::StatusOr<Network> LowerNetwork(const Experiment& e,
   // connection without synapses (weight 0) has no effect at all.
   const Routing& routing = mapped.routing;
   Connectivity& conn = net.connectivity;
+  // (The counts and the fill positions of a run of connections from the
+  // same source are kept in a register, not incremented in memory entry
+  // after entry: each such increment waits for the store before it.)
   conn.row_begin.assign(num_nodes + 1, 0);
   for (int j = 0; j < e.projections_size(); ++j) {
     const hxemu::v1::Projection& proj = e.projections(j);
     const std::vector<int64_t>& syn = routing.synapse_begin[j];
+    const int64_t pre_begin = net.node_begin[proj.pre_population()];
+    int64_t run_pre = -1;
+    int64_t run_count = 0;
     for (int k = 0; k < proj.pre_indices_size(); ++k) {
       if (syn[k + 1] == syn[k]) continue;
-      ++conn.row_begin[net.node_begin[proj.pre_population()] +
-                       proj.pre_indices(k) + 1];
+      const int64_t pre = pre_begin + proj.pre_indices(k);
+      if (pre != run_pre) {
+        if (run_pre >= 0) conn.row_begin[run_pre + 1] += run_count;
+        run_pre = pre;
+        run_count = 0;
+      }
+      ++run_count;
     }
+    if (run_pre >= 0) conn.row_begin[run_pre + 1] += run_count;
   }
   for (int64_t u = 0; u < num_nodes; ++u) {
     conn.row_begin[u + 1] += conn.row_begin[u];
@@ -913,13 +925,19 @@ absl::StatusOr<Network> LowerNetwork(const Experiment& e,
     const std::vector<int64_t>& syn = routing.synapse_begin[j];
     const bool inhibitory =
         proj.receptor_type() == hxemu::v1::RECEPTOR_TYPE_INHIBITORY;
+    const int64_t pre_begin = net.node_begin[proj.pre_population()];
+    const int64_t post_begin = net.node_begin[proj.post_population()];
+    int64_t run_pre = -1;
+    int64_t run_fill = 0;  // fill[run_pre], while in the run
     for (int k = 0; k < proj.pre_indices_size(); ++k) {
       if (syn[k + 1] == syn[k]) continue;
-      const int64_t pre =
-          net.node_begin[proj.pre_population()] + proj.pre_indices(k);
-      const int32_t post_slot =
-          slot_of_node[net.node_begin[proj.post_population()] +
-                       proj.post_indices(k)];
+      const int64_t pre = pre_begin + proj.pre_indices(k);
+      if (pre != run_pre) {
+        if (run_pre >= 0) fill[run_pre] = run_fill;
+        run_pre = pre;
+        run_fill = fill[pre];
+      }
+      const int32_t post_slot = slot_of_node[post_begin + proj.post_indices(k)];
       const SynapticInput& in =
           inhibitory ? lowered[post_slot].inh : lowered[post_slot].exc;
       // |w| > 63 is spread over several 6-bit synapses (routing.h); their
@@ -936,11 +954,12 @@ absl::StatusOr<Network> LowerNetwork(const Experiment& e,
                       -model::kMismatchClipSigma, model::kMismatchClipSigma);
         weight_sum += ps.weight * (1.0 + model::kSynapseWeightSigma * z);
       }
-      const int64_t e_index = fill[pre]++;
+      const int64_t e_index = run_fill++;
       conn.target[e_index] = inhibitory ? post_slot + num_slots : post_slot;
       conn.amplitude_amp[e_index] =
           static_cast<float>(weight_sum * in.amp_per_weight * dac_scale);
     }
+    if (run_pre >= 0) fill[run_pre] = run_fill;
   }
 
   conn.contiguous.assign(num_nodes, 0);

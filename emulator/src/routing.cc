@@ -66,66 +66,107 @@ int ArrayRow(int bus, int n) {
   return 2 * driver + n % 2;
 }
 
-// The order of `entries` (made in (projection, index) order) by
-// (hemisphere, source, receptor, column, projection, index): order[k] is the
-// entry at sorted position k. A stable sort by the first four gives it: a
-// stable counting sort of the index by (hemisphere, source, receptor), then a
-// stable sort by column of every group that is not in column order already
-// (the connectors make a source's connections in target order, so usually
-// none is). Linear time (std::sort of the entries took ~4 ms for the 131072
-// connections of a full chip, moving them ~1 ms). Where sources are many
-// more than connections, std::stable_sort instead (the counts would be
-// mostly empty).
+// The entries sorted by (hemisphere, source, receptor, column, projection,
+// index): sorted[k] = entries[order[k]]. A stable sort by the first four
+// gives it: a stable counting sort by (hemisphere, source, receptor) that
+// places the entries themselves (the passes after it read them in order, not
+// through `order`), then a stable sort by column of every group that is not
+// in column order already (the connectors make a source's connections in
+// target order, so usually none is). Linear time (std::sort of the entries
+// took ~4 ms for the 131072 connections of a full chip, moving them ~1 ms).
+// Where sources are many more than connections, std::stable_sort of the
+// index instead (the counts would be mostly empty).
 // group_bounds: the sorted positions where a (hemisphere, source, receptor)
 // group begins, and then the end (entries.size()).
-std::vector<uint32_t> SortedOrder(const std::vector<Entry>& entries,
-                                  int64_t num_nodes,
-                                  std::vector<size_t>& group_bounds) {
+struct SortedEntries {
+  std::vector<uint32_t> order;
+  std::vector<Entry> sorted;
+  std::vector<size_t> group_bounds;
+};
+SortedEntries SortEntries(const std::vector<Entry>& entries,
+                          int64_t num_nodes) {
   const size_t n = entries.size();
   const auto group_key = [num_nodes](const Entry& en) {
     return (static_cast<int64_t>(en.hemisphere) * num_nodes + en.source) * 2 +
            en.receptor;
   };
-  const auto by_column = [&](uint32_t a, uint32_t b) {
-    return entries[a].column < entries[b].column;
-  };
-  std::vector<uint32_t> order(n);
+  SortedEntries out;
+  out.order.resize(n);
+  out.sorted.resize(n);
+  std::vector<uint32_t>& order = out.order;
+  std::vector<Entry>& sorted = out.sorted;
+  std::vector<size_t>& group_bounds = out.group_bounds;
   const int64_t num_keys = kNumNeuronRows * num_nodes * 2;
   if (num_keys > 4 * static_cast<int64_t>(n) + 4096) {
     for (size_t a = 0; a < n; ++a) order[a] = static_cast<uint32_t>(a);
     std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
       const int64_t ka = group_key(entries[a]);
       const int64_t kb = group_key(entries[b]);
-      return ka != kb ? ka < kb : by_column(a, b);
+      return ka != kb ? ka < kb : entries[a].column < entries[b].column;
     });
     for (size_t k = 0; k < n; ++k) {
-      if (k == 0 ||
-          group_key(entries[order[k]]) != group_key(entries[order[k - 1]])) {
+      sorted[k] = entries[order[k]];
+      if (k == 0 || group_key(sorted[k]) != group_key(sorted[k - 1])) {
         group_bounds.push_back(k);
       }
     }
     group_bounds.push_back(n);
-    return order;
+    return out;
   }
   // begin[key]: the first position of key (then, while placing, the next).
-  std::vector<int64_t> begin(static_cast<size_t>(num_keys) + 1, 0);
-  for (const Entry& en : entries) ++begin[group_key(en) + 1];
-  for (int64_t k = 0; k < num_keys; ++k) begin[k + 1] += begin[k];
-  std::vector<int64_t> next(begin.begin(), begin.end() - 1);
-  for (size_t a = 0; a < n; ++a) {
-    order[next[group_key(entries[a])]++] = static_cast<uint32_t>(a);
+  // Counted and placed by runs of equal keys (a source's connections come
+  // together): incrementing the same counter entry after entry waits for
+  // the store before, ~5 cycles each.
+  std::vector<uint32_t> begin(static_cast<size_t>(num_keys) + 1, 0);
+  const auto run_end = [&](size_t a) {
+    const int64_t key = group_key(entries[a]);
+    size_t b = a + 1;
+    while (b < n && group_key(entries[b]) == key) ++b;
+    return b;
+  };
+  for (size_t a = 0; a < n;) {
+    const size_t b = run_end(a);
+    begin[group_key(entries[a]) + 1] += static_cast<uint32_t>(b - a);
+    a = b;
   }
+  for (int64_t k = 0; k < num_keys; ++k) begin[k + 1] += begin[k];
+  std::vector<uint32_t> next(begin.begin(), begin.end() - 1);
+  for (size_t a = 0; a < n;) {
+    const size_t b = run_end(a);
+    uint32_t& k = next[group_key(entries[a])];
+    for (size_t c = a; c < b; ++c, ++k) {
+      order[k] = static_cast<uint32_t>(c);
+      sorted[k] = entries[c];
+    }
+    a = b;
+  }
+  // The rare group out of column order: its (entry, index) pairs sorted.
+  std::vector<std::pair<Entry, uint32_t>> group;
+  const auto by_column = [](const std::pair<Entry, uint32_t>& x,
+                            const std::pair<Entry, uint32_t>& y) {
+    return x.first.column < y.first.column;
+  };
   for (int64_t k = 0; k < num_keys; ++k) {
-    if (begin[k + 1] == begin[k]) continue;
-    group_bounds.push_back(static_cast<size_t>(begin[k]));
-    const auto first = order.begin() + begin[k];
-    const auto last = order.begin() + begin[k + 1];
-    if (!std::is_sorted(first, last, by_column)) {
-      std::stable_sort(first, last, by_column);
+    const size_t first = begin[k];
+    const size_t last = begin[k + 1];
+    if (first == last) continue;
+    group_bounds.push_back(first);
+    bool in_order = true;
+    for (size_t q = first + 1; q < last && in_order; ++q) {
+      in_order = sorted[q - 1].column <= sorted[q].column;
+    }
+    if (in_order) continue;
+    group.clear();
+    for (size_t q = first; q < last; ++q)
+      group.push_back({sorted[q], order[q]});
+    std::stable_sort(group.begin(), group.end(), by_column);
+    for (size_t q = first; q < last; ++q) {
+      sorted[q] = group[q - first].first;
+      order[q] = group[q - first].second;
     }
   }
   group_bounds.push_back(n);
-  return order;
+  return out;
 }
 
 class Router {
@@ -163,37 +204,33 @@ class Router {
   absl::StatusOr<Routing> Run() {
     Routing out;
     out.synapse_begin.resize(e_.projections_size());
-    std::vector<Entry> entries;
     size_t num_connections = 0;
     for (const hxemu::v1::Projection& proj : e_.projections()) {
       num_connections += static_cast<size_t>(proj.pre_indices_size());
     }
-    entries.reserve(num_connections);
+    std::vector<Entry> entries(num_connections);
     int64_t num_synapses = 0;
-    for (int j = 0; j < e_.projections_size(); ++j) {
-      const hxemu::v1::Projection& proj = e_.projections(j);
-      const int receptor =
+    size_t a = 0;  // entry of (j, k)
+    for (const hxemu::v1::Projection& proj : e_.projections()) {
+      const int8_t receptor =
           proj.receptor_type() == hxemu::v1::RECEPTOR_TYPE_INHIBITORY ? 1 : 0;
-      for (int k = 0; k < proj.pre_indices_size(); ++k) {
-        const int c = circuits_[proj.post_population()][proj.post_indices(k)];
-        entries.push_back(
-            {static_cast<int32_t>(node_begin_[proj.pre_population()] +
-                                  proj.pre_indices(k)),
-             static_cast<int32_t>(SynapsesOf(proj.weights(k))),
-             static_cast<int16_t>(c % kNumNeuronColumns),
-             static_cast<int8_t>(c / kNumNeuronColumns),
-             static_cast<int8_t>(receptor)});
-        num_synapses += entries.back().synapses;
+      const std::vector<int>& post_circuits = circuits_[proj.post_population()];
+      const int64_t pre_begin = node_begin_[proj.pre_population()];
+      for (int k = 0; k < proj.pre_indices_size(); ++k, ++a) {
+        const int c = post_circuits[proj.post_indices(k)];
+        Entry& en = entries[a];
+        en.source = static_cast<int32_t>(pre_begin + proj.pre_indices(k));
+        en.synapses = static_cast<int32_t>(SynapsesOf(proj.weights(k)));
+        en.column = static_cast<int16_t>(c % kNumNeuronColumns);
+        en.hemisphere = static_cast<int8_t>(c / kNumNeuronColumns);
+        en.receptor = receptor;
+        num_synapses += en.synapses;
       }
     }
     if (absl::Status s = CheckInDegree(entries); !s.ok()) return s;
-    // sorted(k): the entry at sorted position k.
-    std::vector<size_t> group_bounds;
-    const std::vector<uint32_t> order =
-        SortedOrder(entries, node_begin_.back(), group_bounds);
-    const auto sorted = [&](size_t k) -> const Entry& {
-      return entries[order[k]];
-    };
+    const SortedEntries se = SortEntries(entries, node_begin_.back());
+    const std::vector<Entry>& sorted = se.sorted;
+    const std::vector<size_t>& group_bounds = se.group_bounds;
 
     // Groups: runs of equal (hemisphere, source, receptor), as ranges of
     // sorted positions.
@@ -209,17 +246,17 @@ class Router {
       const size_t group_end = group_bounds[g + 1];
       int64_t rows = 0, columns = 0;
       for (size_t b = group_bounds[g]; b < group_end;) {
-        const int16_t column = sorted(b).column;
+        const int16_t column = sorted[b].column;
         int64_t in_column = 0;
-        for (; b < group_end && sorted(b).column == column; ++b) {
-          in_column += sorted(b).synapses;
+        for (; b < group_end && sorted[b].column == column; ++b) {
+          in_column += sorted[b].synapses;
         }
         rows = std::max(rows, in_column);
         columns += in_column > 0;
       }
       if (rows > 0) {
         groups.push_back({group_bounds[g], group_end, rows, columns,
-                          FixedBus(sorted(group_bounds[g]).source)});
+                          FixedBus(sorted[group_bounds[g]].source)});
       }
     }
     // Fixed-bus sources first, then the largest free ones.
@@ -234,28 +271,27 @@ class Router {
 
     std::array<std::array<Bus, kNumPadiBusesPerHemisphere>, kNumNeuronRows>
         buses;
-    // Per entry (index in `entries`): its group, and its first synapse's
-    // piece of the group's rows.
-    std::vector<int> group_of_entry(entries.size(), -1);
-    std::vector<int> entry_first_piece(entries.size(), 0);
-    std::vector<std::vector<int>> group_rows(groups.size());
-    for (size_t g = 0; g < groups.size(); ++g) {
-      const Group& grp = groups[g];
-      const int h = sorted(grp.begin).hemisphere;
-      const int receptor = sorted(grp.begin).receptor;
+    // The array rows of all groups, group after group (group g's piece t at
+    // group_rows[row_begin[g] + t]), and per entry (index in `entries`) where
+    // its first synapse's row is in it.
+    std::vector<int> group_rows;
+    std::vector<int64_t> entry_first_row(entries.size(), 0);
+    std::vector<Columns> pieces;
+    std::vector<int> bus_rows;
+    for (const Group& grp : groups) {
+      const int h = sorted[grp.begin].hemisphere;
+      const int receptor = sorted[grp.begin].receptor;
+      const int64_t row_begin = static_cast<int64_t>(group_rows.size());
       // Piece t covers the columns with more than t synapses.
-      std::vector<Columns> pieces(grp.rows);
-      for (size_t a = grp.begin; a < grp.end;) {
-        size_t b = a;
+      pieces.assign(grp.rows, Columns());
+      for (size_t b = grp.begin; b < grp.end;) {
+        const int16_t column = sorted[b].column;
         int64_t in_column = 0;
-        while (b < grp.end && sorted(b).column == sorted(a).column) {
-          group_of_entry[order[b]] = static_cast<int>(g);
-          entry_first_piece[order[b]] = static_cast<int>(in_column);
-          in_column += sorted(b).synapses;
-          ++b;
+        for (; b < grp.end && sorted[b].column == column; ++b) {
+          entry_first_row[se.order[b]] = row_begin + in_column;
+          in_column += sorted[b].synapses;
         }
-        for (int64_t t = 0; t < in_column; ++t) pieces[t].set(sorted(a).column);
-        a = b;
+        for (int64_t t = 0; t < in_column; ++t) pieces[t].set(column);
       }
       int best_bus = grp.bus;
       if (best_bus == kFreeBus) {
@@ -274,41 +310,43 @@ class Router {
           }
         }
       }
+      bus_rows.clear();
       if (best_bus == kFreeBus ||
-          !Place(buses[h][best_bus], receptor, pieces, group_rows[g])) {
-        return SourceDistributionFailed(sorted(grp.begin), best_bus);
+          !Place(buses[h][best_bus], receptor, pieces, bus_rows)) {
+        return SourceDistributionFailed(sorted[grp.begin], best_bus);
       }
-      for (int& n : group_rows[g]) n = ArrayRow(best_bus, n);
-      for (int n : group_rows[g]) {
-        out.row_mode[h][n] =
+      for (const int n : bus_rows) {
+        const int row = ArrayRow(best_bus, n);
+        group_rows.push_back(row);
+        out.row_mode[h][row] =
             receptor == 0 ? RowMode::kExcitatory : RowMode::kInhibitory;
       }
     }
 
     // Synapses per connection, in projection order (the order of
     // `entries`).
-    out.synapses.reserve(static_cast<size_t>(num_synapses));
-    size_t a = 0;  // entry of (j, k)
+    out.synapses.resize(static_cast<size_t>(num_synapses));
+    int64_t q = 0;  // next synapse
+    a = 0;
     for (int j = 0; j < e_.projections_size(); ++j) {
       const hxemu::v1::Projection& proj = e_.projections(j);
       std::vector<int64_t>& begin = out.synapse_begin[j];
-      begin.assign(proj.pre_indices_size() + 1, 0);
+      begin.resize(proj.pre_indices_size() + 1);
       for (int k = 0; k < proj.pre_indices_size(); ++k, ++a) {
-        begin[k] = static_cast<int64_t>(out.synapses.size());
+        begin[k] = q;
         const Entry& en = entries[a];
         int64_t left = std::abs(static_cast<int64_t>(proj.weights(k)));
-        for (int64_t t = 0; t < en.synapses; ++t) {
+        const int* rows = group_rows.data() + entry_first_row[a];
+        for (int64_t t = 0; t < en.synapses; ++t, ++q) {
           const int64_t w = std::min<int64_t>(left, kMaxSynapseWeight);
           left -= w;
-          const int row =
-              group_rows[group_of_entry[a]][entry_first_piece[a] + t];
-          out.synapses.push_back(
-              {static_cast<uint8_t>(en.hemisphere), static_cast<uint8_t>(row),
-               static_cast<uint8_t>(en.column), static_cast<uint8_t>(w)});
+          out.synapses[q] = {static_cast<uint8_t>(en.hemisphere),
+                             static_cast<uint8_t>(rows[t]),
+                             static_cast<uint8_t>(en.column),
+                             static_cast<uint8_t>(w)};
         }
       }
-      begin[proj.pre_indices_size()] =
-          static_cast<int64_t>(out.synapses.size());
+      begin[proj.pre_indices_size()] = q;
     }
     return out;
   }

@@ -2249,7 +2249,7 @@ TEST(Routing, ConnectionOrderDoesNotChangeThePlacement) {
 TEST(Routing, ManyUnusedSourcesDoNotChangeThePlacement) {
   // With many more source nodes than connections (here 1500 unused ones),
   // routing sorts the connections by comparison instead of by counting
-  // (routing.cc SortedOrder); the groups and synapses must be the same.
+  // (routing.cc SortEntries); the groups and synapses must be the same.
   const Result few = RunPairwiseConnections(true, 0);
   const Result many = RunPairwiseConnections(true, 1500);
   ASSERT_EQ(few.traces_size(), 1);
