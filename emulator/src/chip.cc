@@ -5,6 +5,7 @@
 #include "hxemu/emulator/chip.h"
 
 #include <algorithm>
+#include <memory>
 #include <utility>
 
 #if defined(__GLIBC__)
@@ -21,7 +22,10 @@
 namespace hxemu::emulator {
 
 Chip::Chip(uint32_t chip_id, const ModelOptions& options)
-    : id_(chip_id), options_(options) {}
+    : id_(chip_id),
+      options_(options),
+      fixed_pattern_(
+          std::make_unique<FixedPattern>(chip_id, options.mismatch)) {}
 
 Chip::~Chip() = default;
 
@@ -35,9 +39,10 @@ absl::StatusOr<hxemu::v1::Result> Chip::Run(
   }
   HXEMU_ASSIGN_OR_RETURN(const MappedExperiment mapped,
                          MapExperiment(experiment, limits));
+  fixed_pattern_->Prepare(mapped);
   HXEMU_ASSIGN_OR_RETURN(
       const Network net,
-      LowerNetwork(experiment, mapped, limits, id_, options_));
+      LowerNetwork(experiment, mapped, limits, *fixed_pattern_, options_));
 
   hxemu::v1::Result result;
   result.set_chip_id(id_);

@@ -69,30 +69,22 @@ enum class Quantity : uint64_t {
   kCadcOffset = 29,
 };
 
-// Whose fixed pattern: the chip, or none (ModelOptions::mismatch off).
-struct Mismatch {
-  uint32_t chip_id;
-  bool enabled;
-};
+static_assert(static_cast<int>(Quantity::kCadcOffset) + 1 ==
+              FixedPattern::kNumCircuitQuantities);
 
-// Clipped standard normal of (chip, circuit, quantity): the chip's fixed
-// pattern. Independent of the experiment, the seed and the other circuits.
-double MismatchNormal(const Mismatch& mm, int circuit, Quantity q) {
-  if (!mm.enabled) return 0.0;
-  const uint32_t chip_id = mm.chip_id;
-  const double z = random::Gaussian(
-      random::Hash(random::Key(random::Domain::kMismatch), chip_id,
-                   static_cast<uint64_t>(circuit), static_cast<uint64_t>(q)));
-  return std::clamp(z, -model::kMismatchClipSigma, model::kMismatchClipSigma);
+// The chip's clipped standard normal of (circuit, quantity).
+double MismatchNormal(const FixedPattern& mm, int circuit, Quantity q) {
+  return mm.CircuitNormal(circuit, static_cast<int>(q));
 }
 
-double GainFactor(const Mismatch& mm, int circuit, Quantity q, double sigma) {
+double GainFactor(const FixedPattern& mm, int circuit, Quantity q,
+                  double sigma) {
   return 1.0 + sigma * MismatchNormal(mm, circuit, q);
 }
 
 // Nominal voltage DAC transfer with per-circuit gain (on the code-dependent
 // part) and offset mismatch [V].
-double VoltageDac(const Mismatch& mm, int circuit, int32_t code,
+double VoltageDac(const FixedPattern& mm, int circuit, int32_t code,
                   double offset_volt, double volt_per_lsb, Quantity offset_q,
                   Quantity gain_q) {
   return offset_volt +
@@ -153,8 +145,8 @@ constexpr SynInParameters kInhibitoryInput = {
     Quantity::kInhGm};
 
 SynapticInput LowerSynapticInput(const ParameterValues& v,
-                                 const SynInParameters& p, const Mismatch& mm,
-                                 int circuit) {
+                                 const SynInParameters& p,
+                                 const FixedPattern& mm, int circuit) {
   auto get = [&](NeuronParameter q) { return v[static_cast<int>(q)]; };
   // Without the small-capacitance switch the line has a larger capacitor:
   // tau_syn grows and the voltage (so current) step per event shrinks by the
@@ -178,7 +170,7 @@ struct LoweredNeuron {
 };
 
 // Fills slot `s` of `nc` for neuron values `v` on `circuit`.
-LoweredNeuron LowerNeuron(const ParameterValues& v, const Mismatch& mm,
+LoweredNeuron LowerNeuron(const ParameterValues& v, const FixedPattern& mm,
                           int circuit, int s, NeuronConstants& nc) {
   auto get = [&](NeuronParameter q) { return v[static_cast<int>(q)]; };
   using P = NeuronParameter;
@@ -810,12 +802,59 @@ absl::Status AppendSourceSpikes(const Experiment& e, int p, int64_t node_begin,
 
 }  // namespace
 
+FixedPattern::FixedPattern(uint32_t chip_id, bool enabled)
+    : chip_id_(chip_id), enabled_(enabled) {
+  if (!enabled_) return;
+  circuit_normal_.resize(static_cast<size_t>(kNumNeuronCircuits) *
+                         kNumCircuitQuantities);
+  circuit_ready_.assign(kNumNeuronCircuits, 0);
+  synapse_gain_.resize(SynapseIndex(kNumNeuronRows, 0));
+  row_ready_.assign(
+      static_cast<size_t>(kNumNeuronRows) * kSynapseRowsPerHemisphere, 0);
+}
+
+void FixedPattern::Prepare(const MappedExperiment& mapped) {
+  if (!enabled_) return;
+  const std::lock_guard<std::mutex> lock(mu_);
+  const auto clipped_normal = [](uint64_t key) {
+    return std::clamp(random::Gaussian(key), -model::kMismatchClipSigma,
+                      model::kMismatchClipSigma);
+  };
+  for (const std::vector<int>& circuits : mapped.circuits) {
+    for (const int c : circuits) {
+      if (circuit_ready_[c]) continue;
+      for (int q = 0; q < kNumCircuitQuantities; ++q) {
+        circuit_normal_[static_cast<size_t>(c) * kNumCircuitQuantities + q] =
+            clipped_normal(random::Hash(random::Key(random::Domain::kMismatch),
+                                        chip_id_, static_cast<uint64_t>(c),
+                                        static_cast<uint64_t>(q)));
+      }
+      circuit_ready_[c] = 1;
+    }
+  }
+  const uint64_t synapse_key =
+      random::Hash(random::Key(random::Domain::kSynapseMismatch), chip_id_);
+  for (const PlacedSynapse& ps : mapped.routing.synapses) {
+    const size_t row =
+        static_cast<size_t>(ps.hemisphere) * kSynapseRowsPerHemisphere + ps.row;
+    if (row_ready_[row]) continue;
+    double* gains = synapse_gain_.data() + SynapseIndex(ps.hemisphere, ps.row);
+    for (int column = 0; column < kNumNeuronColumns; ++column) {
+      gains[column] = 1.0 + model::kSynapseWeightSigma *
+                                clipped_normal(random::Hash(
+                                    synapse_key, ps.hemisphere, ps.row,
+                                    static_cast<uint64_t>(column)));
+    }
+    row_ready_[row] = 1;
+  }
+}
+
 absl::StatusOr<Network> LowerNetwork(const Experiment& e,
                                      const MappedExperiment& mapped,
                                      const ExperimentLimits& limits,
-                                     uint32_t chip_id,
+                                     const FixedPattern& mm,
                                      const ModelOptions& options) {
-  const Mismatch mm = {chip_id, options.mismatch};
+  const uint32_t chip_id = mm.chip_id();
   Network net;
   net.madc_noise = options.noise;
   net.chip_id = chip_id;
@@ -911,8 +950,6 @@ absl::StatusOr<Network> LowerNetwork(const Experiment& e,
   conn.target.resize(conn.row_begin[num_nodes]);
   conn.amplitude_amp.resize(conn.row_begin[num_nodes]);
   std::vector<int64_t> fill(conn.row_begin.begin(), conn.row_begin.end() - 1);
-  const uint64_t synapse_key =
-      random::Hash(random::Key(random::Domain::kSynapseMismatch), chip_id);
   // Every synapse DAC mirrors the chip-global synapse DAC bias current, so
   // the current per weight LSB is linear in it. Exactly 1.0 when unset or
   // nominal: the amplitudes are then bit-identical to the model without it.
@@ -945,14 +982,7 @@ absl::StatusOr<Network> LowerNetwork(const Experiment& e,
       double weight_sum = 0.0;
       for (int64_t q = syn[k]; q < syn[k + 1]; ++q) {
         const PlacedSynapse& ps = routing.synapses[q];
-        const double z =
-            !mm.enabled
-                ? 0.0
-                : std::clamp(
-                      random::Gaussian(random::Hash(synapse_key, ps.hemisphere,
-                                                    ps.row, ps.column)),
-                      -model::kMismatchClipSigma, model::kMismatchClipSigma);
-        weight_sum += ps.weight * (1.0 + model::kSynapseWeightSigma * z);
+        weight_sum += ps.weight * mm.SynapseGain(ps);
       }
       const int64_t e_index = run_fill++;
       conn.target[e_index] = inhibitory ? post_slot + num_slots : post_slot;

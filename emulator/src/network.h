@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -239,13 +240,67 @@ struct Network {
 double ExpKernelIntegral(double lambda, double mu, double dt,
                          double exp_lambda_dt);
 
-// Lowers a validated experiment onto chip `chip_id`. May fail only with
-// RESOURCE_EXHAUSTED (Poisson sources producing far more spikes than the
-// limit allows).
+// A chip's fixed-pattern mismatch as the lowering reads it: the clipped
+// standard normal of every (circuit, quantity) and the weight gain of every
+// synapse, pure functions of the chip id (random.h). A Chip keeps one for
+// all its jobs, filled as jobs first use a circuit or a synapse row:
+// computed anew for every job, they took ~7 ms of a full-chip job, twice
+// the rest of its set-up (131072 synapses, a Box-Muller normal each;
+// tests/bench/README.md).
+class FixedPattern {
+ public:
+  static constexpr int kNumCircuitQuantities = 30;  // network.cc Quantity
+
+  FixedPattern(uint32_t chip_id, bool enabled);
+  FixedPattern(const FixedPattern&) = delete;
+  FixedPattern& operator=(const FixedPattern&) = delete;
+
+  uint32_t chip_id() const { return chip_id_; }
+  bool enabled() const { return enabled_; }
+
+  // Computes what `mapped` uses (its circuits and synapse rows) that is not
+  // there yet. Thread-safe; afterwards, until it returns, those entries are
+  // never written again, so that readers need no lock.
+  void Prepare(const MappedExperiment& mapped);
+
+  // Clipped standard normal of (circuit, quantity); 0 if not enabled.
+  // Prepared entries only.
+  double CircuitNormal(int circuit, int quantity) const {
+    return enabled_ ? circuit_normal_[static_cast<size_t>(circuit) *
+                                          kNumCircuitQuantities +
+                                      quantity]
+                    : 0.0;
+  }
+  // The synapse's weight gain, 1 + kSynapseWeightSigma z; 1 if not enabled.
+  // Prepared rows only.
+  double SynapseGain(const PlacedSynapse& s) const {
+    return enabled_
+               ? synapse_gain_[SynapseIndex(s.hemisphere, s.row) + s.column]
+               : 1.0;
+  }
+
+ private:
+  static size_t SynapseIndex(int hemisphere, int row) {
+    return (static_cast<size_t>(hemisphere) * kSynapseRowsPerHemisphere + row) *
+           kNumNeuronColumns;
+  }
+
+  const uint32_t chip_id_;
+  const bool enabled_;
+  std::mutex mu_;  // guards the *_ready_ flags and the filling
+  std::vector<double> circuit_normal_;  // [circuit][quantity]
+  std::vector<uint8_t> circuit_ready_;
+  std::vector<double> synapse_gain_;  // [hemisphere][row][column]
+  std::vector<uint8_t> row_ready_;    // [hemisphere][row]
+};
+
+// Lowers a validated experiment onto the chip of `pattern` (prepared for
+// `mapped`). May fail only with RESOURCE_EXHAUSTED (Poisson sources
+// producing far more spikes than the limit allows).
 absl::StatusOr<Network> LowerNetwork(const hxemu::v1::Experiment& experiment,
                                      const MappedExperiment& mapped,
                                      const ExperimentLimits& limits,
-                                     uint32_t chip_id,
+                                     const FixedPattern& pattern,
                                      const ModelOptions& options);
 
 }  // namespace hxemu::emulator

@@ -477,6 +477,37 @@ int Main(int argc, char** argv) {
         "fixed cost per job (the same network for one 8 ns tick, 1 chip): "
         "%.2f ms wall (median of 21; %.2f .. %.2f)\n",
         walls[10] * 1e3, walls.front() * 1e3, walls.back() * 1e3);
+    // With the chip's fixed-pattern mismatch, as the server runs jobs: the
+    // first job on a chip computes the pattern of the circuits and synapse
+    // rows it uses (FixedPattern), the chip keeps it for the next ones.
+    ModelOptions options;
+    options.noise = !g_no_noise;
+    Chip chip(0, options);
+    std::vector<double> mismatch_walls;
+    uint64_t first_fingerprint = 0;
+    for (int r = 0; r < 21; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      absl::StatusOr<hxemu::v1::Result> result = chip.Run(one_tick, {}, {});
+      const auto t1 = std::chrono::steady_clock::now();
+      if (!result.ok()) {
+        std::fprintf(stderr, "%s\n",
+                     std::string(result.status().message()).c_str());
+        return 1;
+      }
+      if (r == 0) first_fingerprint = Fingerprint(*result);
+      if (Fingerprint(*result) != first_fingerprint) {
+        std::fprintf(stderr, "job %d on one chip gave another result\n", r);
+        return 1;
+      }
+      mismatch_walls.push_back(std::chrono::duration<double>(t1 - t0).count());
+    }
+    const double first_job_s = mismatch_walls.front();
+    std::sort(mismatch_walls.begin() + 1, mismatch_walls.end());
+    std::printf(
+        "  with the chip's mismatch: first job on a chip %.2f ms, the next "
+        "20 %.2f ms (median); result fingerprint %016llx\n",
+        first_job_s * 1e3, mismatch_walls[11] * 1e3,
+        static_cast<unsigned long long>(first_fingerprint));
   }
   if (accuracy && !PrintAccuracy(e, reference)) return 1;
   if (!brian) return 0;

@@ -12,12 +12,15 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "hxemu/v1/experiment.pb.h"
 
 namespace hxemu::emulator {
+
+class FixedPattern;  // (internal: src/network.h)
 
 // Limits that the embedding service may tighten (all inclusive).
 struct ExperimentLimits {
@@ -96,7 +99,8 @@ class Chip {
   uint32_t id() const { return id_; }
 
   // Validates, maps and emulates `experiment`. Same chip id + same experiment
-  // (including its seed) gives a bit-identical result.
+  // (including its seed) gives a bit-identical result, whatever ran on this
+  // Chip before. May be called from several threads at once.
   absl::StatusOr<hxemu::v1::Result> Run(const hxemu::v1::Experiment& experiment,
                                         const ExperimentLimits& limits,
                                         const RunControl& control);
@@ -104,6 +108,9 @@ class Chip {
  private:
   uint32_t id_;
   ModelOptions options_;
+  // This chip's fixed-pattern mismatch, computed as jobs first need it and
+  // kept for the next ones (it depends on the chip id alone).
+  std::unique_ptr<FixedPattern> fixed_pattern_;
 };
 
 // For a process that runs many jobs (the server, the benchmarks): makes the
