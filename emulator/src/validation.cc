@@ -608,13 +608,6 @@ int64_t RuntimeTicks(double runtime_ms) {
   return std::max<int64_t>(1, std::llround(runtime_ms * kTicksPerMs));
 }
 
-int64_t SpikeTick(double time_ms) {
-  const double ticks = time_ms * kTicksPerMs;
-  // Far beyond any runtime: saturate instead of overflowing llround.
-  if (!(ticks < 9e18)) return std::numeric_limits<int64_t>::max();
-  return ticks >= 0.0 ? RoundNonNegative(ticks) : std::llround(ticks);
-}
-
 int64_t EstimatedMadcSamples(int64_t runtime_ticks) {
   // Samples at k * 34 ns for every k with k * 34 ns < runtime.
   const int64_t runtime_ns = runtime_ticks * kTickNs;
