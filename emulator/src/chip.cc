@@ -24,8 +24,8 @@ namespace hxemu::emulator {
 Chip::Chip(uint32_t chip_id, const ModelOptions& options)
     : id_(chip_id),
       options_(options),
-      fixed_pattern_(
-          std::make_unique<FixedPattern>(chip_id, options.mismatch)) {}
+      fixed_pattern_(std::make_unique<FixedPattern>(chip_id, options.mismatch)),
+      routing_cache_(std::make_unique<RoutingCache>()) {}
 
 Chip::~Chip() = default;
 
@@ -37,8 +37,9 @@ absl::StatusOr<hxemu::v1::Result> Chip::Run(
         absl::StrCat("chip_id: the experiment asks for chip ",
                      experiment.chip_id(), " but runs on chip ", id_));
   }
-  HXEMU_ASSIGN_OR_RETURN(const MappedExperiment mapped,
-                         MapExperiment(experiment, limits));
+  HXEMU_ASSIGN_OR_RETURN(
+      const MappedExperiment mapped,
+      MapExperiment(experiment, limits, routing_cache_.get()));
   fixed_pattern_->Prepare(mapped);
   HXEMU_ASSIGN_OR_RETURN(
       const Network net,

@@ -834,7 +834,7 @@ void FixedPattern::Prepare(const MappedExperiment& mapped) {
   }
   const uint64_t synapse_key =
       random::Hash(random::Key(random::Domain::kSynapseMismatch), chip_id_);
-  for (const PlacedSynapse& ps : mapped.routing.synapses) {
+  for (const PlacedSynapse& ps : mapped.routing->synapses) {
     const size_t row =
         static_cast<size_t>(ps.hemisphere) * kSynapseRowsPerHemisphere + ps.row;
     if (row_ready_[row]) continue;
@@ -920,7 +920,7 @@ absl::StatusOr<Network> LowerNetwork(const Experiment& e,
 
   // Connectivity (CSR by pre node), two passes: count, then fill. A
   // connection without synapses (weight 0) has no effect at all.
-  const Routing& routing = mapped.routing;
+  const Routing& routing = *mapped.routing;
   Connectivity& conn = net.connectivity;
   // (The counts and the fill positions of a run of connections from the
   // same source are kept in a register, not incremented in memory entry

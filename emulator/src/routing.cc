@@ -498,4 +498,54 @@ absl::StatusOr<Routing> RouteProjections(
   return Router(experiment, circuits).Run();
 }
 
+bool RoutingCache::SameNetwork(
+    const Experiment& e, const std::vector<std::vector<int>>& circuits) const {
+  if (routing_ == nullptr ||
+      static_cast<size_t>(e.populations_size()) != populations_.size() ||
+      static_cast<size_t>(e.projections_size()) != projections_.size() ||
+      circuits != circuits_) {
+    return false;
+  }
+  for (int p = 0; p < e.populations_size(); ++p) {
+    if (populations_[p] !=
+        std::pair<uint32_t, int>(e.populations(p).size(),
+                                 e.populations(p).cell_type())) {
+      return false;
+    }
+  }
+  const auto same = [](const auto& a, const auto& b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin());
+  };
+  for (int j = 0; j < e.projections_size(); ++j) {
+    const hxemu::v1::Projection& x = e.projections(j);
+    const hxemu::v1::Projection& y = projections_[j];
+    if (x.pre_population() != y.pre_population() ||
+        x.post_population() != y.post_population() ||
+        x.receptor_type() != y.receptor_type() ||
+        !same(x.pre_indices(), y.pre_indices()) ||
+        !same(x.post_indices(), y.post_indices()) ||
+        !same(x.weights(), y.weights())) {
+      return false;
+    }
+  }
+  return true;
+}
+
+absl::StatusOr<std::shared_ptr<const Routing>> RoutingCache::Route(
+    const Experiment& e, const std::vector<std::vector<int>>& circuits) {
+  const std::lock_guard<std::mutex> lock(mu_);
+  if (SameNetwork(e, circuits)) return routing_;
+  absl::StatusOr<Routing> routing = RouteProjections(e, circuits);
+  if (!routing.ok()) return routing.status();
+  routing_ = std::make_shared<const Routing>(*std::move(routing));
+  populations_.clear();
+  for (const hxemu::v1::Population& pop : e.populations()) {
+    populations_.push_back({pop.size(), pop.cell_type()});
+  }
+  projections_.assign(e.projections().begin(), e.projections().end());
+  for (hxemu::v1::Projection& proj : projections_) proj.clear_label();
+  circuits_ = circuits;
+  return routing_;
+}
+
 }  // namespace hxemu::emulator

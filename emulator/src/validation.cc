@@ -80,8 +80,9 @@ bool IsFiniteNonNegative(double x) { return std::isfinite(x) && x >= 0.0; }
 // that INVALID_ARGUMENT findings anywhere take precedence.
 class Validator {
  public:
-  Validator(const Experiment& experiment, const ExperimentLimits& limits)
-      : e_(experiment), limits_(limits) {}
+  Validator(const Experiment& experiment, const ExperimentLimits& limits,
+            RoutingCache* routing_cache)
+      : e_(experiment), limits_(limits), routing_cache_(routing_cache) {}
 
   absl::StatusOr<MappedExperiment> Run() {
     MappedExperiment mapped;
@@ -112,8 +113,14 @@ class Validator {
     HXEMU_RETURN_IF_ERROR(CheckCadc(mapped));
     if (!unimplemented_.ok()) return unimplemented_;
     HXEMU_RETURN_IF_ERROR(CheckResources(mapped));
-    HXEMU_ASSIGN_OR_RETURN(mapped.routing,
-                           RouteProjections(e_, mapped.circuits));
+    if (routing_cache_ != nullptr) {
+      HXEMU_ASSIGN_OR_RETURN(mapped.routing,
+                             routing_cache_->Route(e_, mapped.circuits));
+    } else {
+      HXEMU_ASSIGN_OR_RETURN(Routing routing,
+                             RouteProjections(e_, mapped.circuits));
+      mapped.routing = std::make_shared<const Routing>(std::move(routing));
+    }
     return mapped;
   }
 
@@ -593,6 +600,7 @@ class Validator {
 
   const Experiment& e_;
   const ExperimentLimits& limits_;
+  RoutingCache* const routing_cache_;  // may be null
   absl::Status unimplemented_;
   absl::Status resource_;    // first limit finding outside CheckResources
   int on_chip_poisson_ = 0;  // CELL_TYPE_SPIKE_SOURCE_POISSON_ON_CHIP seen
@@ -615,8 +623,9 @@ int64_t EstimatedMadcSamples(int64_t runtime_ticks) {
 }
 
 absl::StatusOr<MappedExperiment> MapExperiment(
-    const hxemu::v1::Experiment& experiment, const ExperimentLimits& limits) {
-  return Validator(experiment, limits).Run();
+    const hxemu::v1::Experiment& experiment, const ExperimentLimits& limits,
+    RoutingCache* routing_cache) {
+  return Validator(experiment, limits, routing_cache).Run();
 }
 
 absl::Status ValidateExperiment(const hxemu::v1::Experiment& experiment,
@@ -628,7 +637,7 @@ absl::StatusOr<std::vector<std::vector<uint32_t>>> PlaceNeurons(
     const hxemu::v1::Experiment& experiment) {
   const ExperimentLimits limits;
   HXEMU_ASSIGN_OR_RETURN(const std::vector<std::vector<int>> circuits,
-                         Validator(experiment, limits).PlaceOnly());
+                         Validator(experiment, limits, nullptr).PlaceOnly());
   std::vector<std::vector<uint32_t>> out(circuits.size());
   for (size_t p = 0; p < circuits.size(); ++p) {
     out[p].assign(circuits[p].begin(), circuits[p].end());

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -51,8 +52,8 @@ struct MappedExperiment {
   // Expected number of input spikes of all spike sources (Poisson: rate x
   // window x neurons), as checked against max_input_spikes.
   double expected_input_spikes = 0.0;
-  // Synapses of every connection (routing.h).
-  Routing routing;
+  // Synapses of every connection (routing.h); never null.
+  std::shared_ptr<const Routing> routing;
 };
 
 // Validates `experiment` (all rules, all-or-nothing) and places it.
@@ -62,8 +63,11 @@ struct MappedExperiment {
 // RESOURCE_EXHAUSTED, then the first in message order. Exception: too many
 // spike-source neurons (max_source_neurons) is reported as soon as it is
 // found, before anything allocates per neuron.
+// `routing_cache`: where the routing of the last network is kept (the
+// Chip's), or null to route anew.
 absl::StatusOr<MappedExperiment> MapExperiment(
-    const hxemu::v1::Experiment& experiment, const ExperimentLimits& limits);
+    const hxemu::v1::Experiment& experiment, const ExperimentLimits& limits,
+    RoutingCache* routing_cache = nullptr);
 
 // Recorded duration of `runtime_ms` [8 ns ticks] (rounded, at least 1).
 int64_t RuntimeTicks(double runtime_ms);

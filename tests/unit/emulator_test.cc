@@ -2315,6 +2315,53 @@ TEST(Routing, ManyUnusedSourcesDoNotChangeThePlacement) {
             many.traces(0).SerializeAsString());
 }
 
+TEST(Routing, AChipReusesTheRoutingOnlyForTheSameNetwork) {
+  // A Chip keeps the routing of its last network (RoutingCache) for a job
+  // of the same network: every job's result must be that of a new chip,
+  // whether the network is the same (other neuron parameters: reused), or
+  // differs in one weight, one connection's target, the receptor or the
+  // placement (routed anew).
+  const auto network = [](int32_t weight_0, uint32_t target_0,
+                          hxemu::v1::ReceptorType receptor, uint32_t circuit,
+                          int32_t leak) {
+    Experiment e;
+    Params neuron = PspNeuron();
+    neuron[0].second = leak;  // leak_v_leak
+    Population* pop = AddNeurons(e, 4, neuron);
+    for (uint32_t n = 0; n < 4; ++n) pop->add_circuits(circuit + n);
+    AddSpikeSource(e, {0.01, 0.02}, 3);
+    const int32_t sign =
+        receptor == hxemu::v1::RECEPTOR_TYPE_INHIBITORY ? -1 : 1;
+    std::vector<std::tuple<uint32_t, uint32_t, int32_t>> conns = {
+        {0, target_0, sign * weight_0}};
+    for (uint32_t i = 1; i < 3; ++i) {
+      for (uint32_t j = 0; j < 4; ++j) {
+        conns.push_back({i, j, sign * static_cast<int32_t>(10 + 7 * i + j)});
+      }
+    }
+    Connect(e, 1, 0, receptor, conns);
+    Record(e, 0, hxemu::v1::OBSERVABLE_V, {0});
+    e.set_runtime_ms(0.04);
+    return e;
+  };
+  constexpr auto kExc = hxemu::v1::RECEPTOR_TYPE_EXCITATORY;
+  constexpr auto kInh = hxemu::v1::RECEPTOR_TYPE_INHIBITORY;
+  const std::vector<Experiment> jobs = {
+      network(40, 0, kExc, 10, 500), network(40, 0, kExc, 10, 600),
+      network(41, 0, kExc, 10, 600), network(41, 1, kExc, 10, 600),
+      network(41, 1, kInh, 10, 600), network(41, 1, kInh, 300, 600),
+      network(40, 0, kExc, 10, 500)};
+  Chip chip(2);
+  for (size_t k = 0; k < jobs.size(); ++k) {
+    const std::string fresh = MustRun(jobs[k], 2).SerializeAsString();
+    absl::StatusOr<Result> r = chip.Run(jobs[k], {}, {});
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->traces_size(), 1);
+    // (EXPECT_TRUE: the serialized results are too long to print.)
+    EXPECT_TRUE(r->SerializeAsString() == fresh) << "job " << k;
+  }
+}
+
 TEST(Routing, ReceptorSignIsChecked) {
   Experiment e = AllToAll(2, 2, 5);
   e.mutable_projections(0)->set_weights(3, -5);

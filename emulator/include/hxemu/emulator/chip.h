@@ -21,6 +21,7 @@
 namespace hxemu::emulator {
 
 class FixedPattern;  // (internal: src/network.h)
+class RoutingCache;  // (internal: src/routing.h)
 
 // Limits that the embedding service may tighten (all inclusive).
 struct ExperimentLimits {
@@ -111,6 +112,9 @@ class Chip {
   // This chip's fixed-pattern mismatch, computed as jobs first need it and
   // kept for the next ones (it depends on the chip id alone).
   std::unique_ptr<FixedPattern> fixed_pattern_;
+  // The routing of the last network this chip ran, for the next job of the
+  // same network.
+  std::unique_ptr<RoutingCache> routing_cache_;
 };
 
 // For a process that runs many jobs (the server, the benchmarks): makes the
