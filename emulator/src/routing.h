@@ -66,7 +66,8 @@ absl::StatusOr<Routing> RouteProjections(
 // sizes and cell types, the placement, every projection's populations,
 // receptor, indices and weights), compared exactly: a hash could collide
 // and give a job another network's synapses. For a full chip the
-// comparison takes ~0.05 ms, routing ~1.4 ms. Thread-safe.
+// comparison reads ~1.5 MB of connection arrays once; routing took ~1.4 ms.
+// Thread-safe.
 class RoutingCache {
  public:
   // RouteProjections, or the stored routing if its network is this one.
