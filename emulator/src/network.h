@@ -258,9 +258,10 @@ class FixedPattern {
   uint32_t chip_id() const { return chip_id_; }
   bool enabled() const { return enabled_; }
 
-  // Computes what `mapped` uses (its circuits and synapse rows) that is not
-  // there yet. Thread-safe; afterwards, until it returns, those entries are
-  // never written again, so that readers need no lock.
+  // Computes what `mapped` uses (its placed circuits and synapse rows) that
+  // is not there yet. Thread-safe. An entry is written once, before the
+  // Prepare that covers it returns, and never again: the readers below need
+  // no lock for what their own Prepare covered (and read nothing else).
   void Prepare(const MappedExperiment& mapped);
 
   // Clipped standard normal of (circuit, quantity); 0 if not enabled.
