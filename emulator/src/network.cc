@@ -1066,12 +1066,12 @@ absl::StatusOr<Network> LowerNetwork(const Experiment& e,
   const uint64_t readout_key =
       random::Hash(random::Key(random::Domain::kReadoutMismatch), chip_id);
   const double gain_z =
-      !options.mismatch
+      !mm.enabled()
           ? 0.0
           : std::clamp(random::Gaussian(random::Hash(readout_key, 0)),
                        -model::kMismatchClipSigma, model::kMismatchClipSigma);
   const double offset_z =
-      !options.mismatch
+      !mm.enabled()
           ? 0.0
           : std::clamp(random::Gaussian(random::Hash(readout_key, 1)),
                        -model::kMismatchClipSigma, model::kMismatchClipSigma);

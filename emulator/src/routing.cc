@@ -543,7 +543,6 @@ absl::StatusOr<std::shared_ptr<const Routing>> RoutingCache::Route(
     populations_.push_back({pop.size(), pop.cell_type()});
   }
   projections_.assign(e.projections().begin(), e.projections().end());
-  for (hxemu::v1::Projection& proj : projections_) proj.clear_label();
   circuits_ = circuits;
   return routing_;
 }
