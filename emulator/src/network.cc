@@ -12,6 +12,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -102,15 +103,35 @@ double SwitchFactor(bool multiply, bool divide) {
 
 using ParameterValues = std::array<int32_t, kNumNeuronParameters>;
 
-// Parameter values of neuron n of HX population `pop` (defaults + overrides).
-ParameterValues NeuronValues(const Population& pop, int n) {
+// The parameters an HX population sets, resolved from their names once
+// (not per neuron: a full chip's 512 neurons times a few dozen names, each a
+// scan of the parameter table, cost ~0.1 ms per job).
+struct PopulationParameters {
+  struct Given {
+    int id;                                                  // NeuronParameter
+    const google::protobuf::RepeatedField<int32_t>* values;  // 1 or size()
+  };
+  std::vector<Given> given;
+};
+PopulationParameters ResolveParameters(const Population& pop) {
+  PopulationParameters out;
+  out.given.reserve(pop.parameters_size());
+  for (const hxemu::v1::NeuronParameter& np : pop.parameters()) {
+    // Validation has checked every name.
+    out.given.push_back(
+        {static_cast<int>(*FindNeuronParameter(np.name())), &np.values()});
+  }
+  return out;
+}
+
+// Parameter values of neuron n of a population (defaults + overrides).
+ParameterValues NeuronValues(const PopulationParameters& pop, int n) {
   ParameterValues values;
   for (int i = 0; i < kNumNeuronParameters; ++i) {
     values[i] = NeuronParameterTable()[i].default_value;
   }
-  for (const hxemu::v1::NeuronParameter& np : pop.parameters()) {
-    const int id = static_cast<int>(*FindNeuronParameter(np.name()));
-    values[id] = np.values_size() == 1 ? np.values(0) : np.values(n);
+  for (const PopulationParameters::Given& g : pop.given) {
+    values[g.id] = g.values->size() == 1 ? g.values->Get(0) : g.values->Get(n);
   }
   return values;
 }
@@ -884,6 +905,12 @@ absl::StatusOr<Network> LowerNetwork(const Experiment& e,
   for (int64_t node : node_of_circuit) num_slots += node >= 0;
   ResizeNeuronConstants(num_slots, nc);
   std::vector<LoweredNeuron> lowered(num_slots);
+  std::vector<PopulationParameters> parameters(num_pops);
+  for (int p = 0; p < num_pops; ++p) {
+    if (!mapped.circuits[p].empty()) {
+      parameters[p] = ResolveParameters(e.populations(p));
+    }
+  }
   int s = 0;
   for (int c = 0; c < kNumNeuronCircuits; ++c) {
     const int64_t node = node_of_circuit[c];
@@ -895,7 +922,7 @@ absl::StatusOr<Network> LowerNetwork(const Experiment& e,
     nc.circuit[s] = c;
     nc.node[s] = static_cast<int>(node);
     slot_of_node[node] = s;
-    lowered[s] = LowerNeuron(NeuronValues(e.populations(p), n), mm, c, s, nc);
+    lowered[s] = LowerNeuron(NeuronValues(parameters[p], n), mm, c, s, nc);
     if (!options.noise) {
       nc.noise_step_volt[s] = 0.0f;
       for (int m = 0; m < model::kMacroTicks; ++m) {
