@@ -103,34 +103,31 @@ double SwitchFactor(bool multiply, bool divide) {
 
 using ParameterValues = std::array<int32_t, kNumNeuronParameters>;
 
-// The parameters an HX population sets, resolved from their names once
+// A parameter an HX population sets, its name resolved once per population
 // (not per neuron: a full chip's 512 neurons times a few dozen names, each a
 // scan of the parameter table, cost ~0.1 ms per job).
-struct PopulationParameters {
-  struct Given {
-    int id;                                                  // NeuronParameter
-    const google::protobuf::RepeatedField<int32_t>* values;  // 1 or size()
-  };
-  std::vector<Given> given;
+struct GivenParameter {
+  int id;                                                  // NeuronParameter
+  const google::protobuf::RepeatedField<int32_t>* values;  // 1 or size()
 };
-PopulationParameters ResolveParameters(const Population& pop) {
-  PopulationParameters out;
-  out.given.reserve(pop.parameters_size());
+std::vector<GivenParameter> ResolveParameters(const Population& pop) {
+  std::vector<GivenParameter> out;
+  out.reserve(pop.parameters_size());
   for (const hxemu::v1::NeuronParameter& np : pop.parameters()) {
     // Validation has checked every name.
-    out.given.push_back(
+    out.push_back(
         {static_cast<int>(*FindNeuronParameter(np.name())), &np.values()});
   }
   return out;
 }
 
 // Parameter values of neuron n of a population (defaults + overrides).
-ParameterValues NeuronValues(const PopulationParameters& pop, int n) {
+ParameterValues NeuronValues(const std::vector<GivenParameter>& given, int n) {
   ParameterValues values;
   for (int i = 0; i < kNumNeuronParameters; ++i) {
     values[i] = NeuronParameterTable()[i].default_value;
   }
-  for (const PopulationParameters::Given& g : pop.given) {
+  for (const GivenParameter& g : given) {
     values[g.id] = g.values->size() == 1 ? g.values->Get(0) : g.values->Get(n);
   }
   return values;
@@ -905,7 +902,7 @@ absl::StatusOr<Network> LowerNetwork(const Experiment& e,
   for (int64_t node : node_of_circuit) num_slots += node >= 0;
   ResizeNeuronConstants(num_slots, nc);
   std::vector<LoweredNeuron> lowered(num_slots);
-  std::vector<PopulationParameters> parameters(num_pops);
+  std::vector<std::vector<GivenParameter>> parameters(num_pops);
   for (int p = 0; p < num_pops; ++p) {
     if (!mapped.circuits[p].empty()) {
       parameters[p] = ResolveParameters(e.populations(p));
