@@ -1820,6 +1820,11 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
                       ? SampleAt(net.warmup_steps, next_ns)
                       : SamplePoint{std::numeric_limits<int64_t>::max(), 0.0f};
   };
+  // Step of input spike i (its tick counts from the end of the warm-up).
+  const auto input_step = [&net](size_t i) {
+    return net.warmup_steps + static_cast<int64_t>(net.input_spikes[i].tick) *
+                                  model::kStepsPerTick;
+  };
   int64_t next_poll = 0;
   int64_t next_progress = net.warmup_steps + model::kProgressSteps;
 
@@ -1894,8 +1899,8 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
       deliver(in_flight[in_flight_head++].second);
     }
     while (next_input < net.input_spikes.size() &&
-           net.input_spikes[next_input].step < step_end) {
-      const int64_t s = net.input_spikes[next_input].step;
+           input_step(next_input) < step_end) {
+      const int64_t s = input_step(next_input);
       const int32_t node = net.input_spikes[next_input++].node;
       bin = static_cast<int>(s - step);
       deliver(node);

@@ -639,7 +639,7 @@ absl::Status AppendOnChipPoissonSpikes(const Population& pop,
         static_cast<int64_t>(random::Uniform(random::Hash(stream, 2 * k + 1)) *
                              pop.size()),
         pop.size() - 1);
-    out.push_back({(model::kWarmupTicks + tick) * model::kStepsPerTick,
+    out.push_back({static_cast<uint32_t>(tick),
                    static_cast<int32_t>(node_begin + neuron)});
     if (static_cast<int64_t>(out.size()) > max_spikes) {
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -697,27 +697,27 @@ void RadixScatter(std::vector<InputSpike>& spikes, const RadixDigits& digits,
     std::copy(from, from + spikes.size(), spikes.data());
 }
 
-// Sorts by (step, node), as std::sort with InputSpike's operator< would
-// (steps in [0, step_bound)), by an LSD radix sort: linear in the number of
+// Sorts by (tick, node), as std::sort with InputSpike's operator< would
+// (ticks in [0, tick_bound)), by an LSD radix sort: linear in the number of
 // spikes (a 2 ms run of the benchmark load has 100 000, where std::sort took
 // 4 % of the run). Sources append their spikes node by node, each in the
-// order of time: in that (node, step) order a stable sort by the step alone
-// gives the (step, node) order, with a key of the step's bits only (a full
+// order of time: in that (node, tick) order a stable sort by the tick alone
+// gives the (tick, node) order, with a key of the tick's bits only (a full
 // chip's 256 sources over 2 to 8 ms: 2 passes), counted in the same read
 // that checks the order. Otherwise (on-chip Poisson sources, spike times
-// given out of order) the key is step * 2^b + node (b = bits of the largest
+// given out of order) the key is tick * 2^b + node (b = bits of the largest
 // node).
-void SortInputSpikes(std::vector<InputSpike>& spikes, int64_t step_bound) {
+void SortInputSpikes(std::vector<InputSpike>& spikes, int64_t tick_bound) {
   const size_t n = spikes.size();
   if (n < 2) return;
-  const int step_bits = std::bit_width(
-      static_cast<uint64_t>(std::max<int64_t>(step_bound, 1) - 1));
-  if (n > std::numeric_limits<uint32_t>::max() || step_bits > 50) {
+  const int tick_bits = std::bit_width(
+      static_cast<uint64_t>(std::max<int64_t>(tick_bound, 1) - 1));
+  if (n > std::numeric_limits<uint32_t>::max()) {
     std::sort(spikes.begin(), spikes.end());  // (not with validated limits)
     return;
   }
-  const RadixDigits by_step(step_bits);
-  std::vector<uint32_t> counts(by_step.passes * by_step.buckets, 0);
+  const RadixDigits by_tick(tick_bits);
+  std::vector<uint32_t> counts(by_tick.passes * by_tick.buckets, 0);
   // (Bitwise, not && and ||: one branch-free read.)
   int node_major = 1;
   int in_bound = 1;
@@ -727,12 +727,11 @@ void SortInputSpikes(std::vector<InputSpike>& spikes, int64_t step_bound) {
     node_major &= static_cast<int>(i == 0) |
                   static_cast<int>(before.node < s.node) |
                   (static_cast<int>(before.node == s.node) &
-                   static_cast<int>(before.step <= s.step));
-    in_bound &=
-        static_cast<int>(s.step >= 0) & static_cast<int>(s.step < step_bound);
-    const uint64_t key = static_cast<uint64_t>(s.step);
-    for (int pass = 0; pass < by_step.passes; ++pass) {
-      ++counts[by_step.Bucket(key & ((uint64_t{1} << step_bits) - 1), pass)];
+                   static_cast<int>(before.tick <= s.tick));
+    in_bound &= static_cast<int>(s.tick < tick_bound);
+    const uint64_t key = s.tick;
+    for (int pass = 0; pass < by_tick.passes; ++pass) {
+      ++counts[by_tick.Bucket(key, pass)];
     }
   }
   if (!in_bound) {
@@ -741,23 +740,19 @@ void SortInputSpikes(std::vector<InputSpike>& spikes, int64_t step_bound) {
   }
   if (node_major) {
     RadixScatter(
-        spikes, by_step,
-        [](const InputSpike& s) { return static_cast<uint64_t>(s.step); },
+        spikes, by_tick,
+        [](const InputSpike& s) { return static_cast<uint64_t>(s.tick); },
         counts);
     return;
   }
   int32_t max_node = 0;
   for (const InputSpike& s : spikes) max_node = std::max(max_node, s.node);
   const int node_bits = std::bit_width(static_cast<uint64_t>(max_node));
-  if (node_bits + step_bits > 63) {
-    std::sort(spikes.begin(), spikes.end());
-    return;
-  }
   auto key = [node_bits](const InputSpike& s) {
-    return (static_cast<uint64_t>(s.step) << node_bits) |
+    return (static_cast<uint64_t>(s.tick) << node_bits) |
            static_cast<uint64_t>(s.node);
   };
-  const RadixDigits by_key(node_bits + step_bits);
+  const RadixDigits by_key(node_bits + tick_bits);
   counts.assign(by_key.passes * by_key.buckets, 0);
   for (const InputSpike& s : spikes) {
     for (int pass = 0; pass < by_key.passes; ++pass) {
@@ -776,8 +771,7 @@ absl::Status AppendSourceSpikes(const Experiment& e, int p, int64_t node_begin,
   const Population& pop = e.populations(p);
   auto push = [&](int64_t tick, int64_t node) {
     if (tick < 0 || tick >= net.runtime_ticks) return;
-    out.push_back({(model::kWarmupTicks + tick) * model::kStepsPerTick,
-                   static_cast<int32_t>(node)});
+    out.push_back({static_cast<uint32_t>(tick), static_cast<int32_t>(node)});
   };
   if (pop.cell_type() == hxemu::v1::CELL_TYPE_SPIKE_SOURCE_ARRAY) {
     const auto& trains = pop.spike_source_array().spike_times();
@@ -1059,8 +1053,7 @@ absl::StatusOr<Network> LowerNetwork(const Experiment& e,
       return st;
     }
   }
-  SortInputSpikes(net.input_spikes,
-                  net.warmup_steps + net.runtime_ticks * model::kStepsPerTick);
+  SortInputSpikes(net.input_spikes, net.runtime_ticks);
 
   net.spike_train_of_node.assign(num_nodes, -1);
   for (size_t i = 0; i < mapped.spikes.size(); ++i) {

@@ -56,9 +56,18 @@ struct Row {
 };
 
 // Rows of one bus of one hemisphere; rows[n] is the bus's n-th row.
+// Rows before first_open are closed (every column taken or every label
+// used): nothing fits them any more, so the searches for a fitting row
+// start at first_open (a full chip's sources each fill a row: without it
+// the searches were quadratic in the rows).
 struct Bus {
   std::vector<Row> rows;
+  size_t first_open = 0;
 };
+
+bool Closed(const Row& row) {
+  return row.labels >= kLabelsPerSynapseRow || row.columns.all();
+}
 
 // Row of the synapse array of the n-th row of bus b.
 int ArrayRow(int bus, int n) {
@@ -68,20 +77,31 @@ int ArrayRow(int bus, int n) {
 
 // The entries sorted by (hemisphere, source, receptor, column, projection,
 // index): sorted[k] = entries[order[k]]. A stable sort by the first four
-// gives it: a stable counting sort by (hemisphere, source, receptor) that
-// places the entries themselves (the passes after it read them in order, not
-// through `order`), then a stable sort by column of every group that is not
-// in column order already (the connectors make a source's connections in
-// target order, so usually none is). Linear time (std::sort of the entries
-// took ~4 ms for the 131072 connections of a full chip, moving them ~1 ms).
-// Where sources are many more than connections, std::stable_sort of the
-// index instead (the counts would be mostly empty).
-// group_bounds: the sorted positions where a (hemisphere, source, receptor)
-// group begins, and then the end (entries.size()).
+// gives it. Usually the entries are in that order already group by group:
+// the connectors make a source's connections together and in target order,
+// so that every (hemisphere, source, receptor) group is one run of the
+// entries, in column order. Then nothing is moved: `sorted` and `order` stay
+// empty (the entries are their own sorted order, group by group) and only
+// the groups' ranges are put in key order. Otherwise a stable counting sort
+// by (hemisphere, source, receptor) places the entries themselves (the
+// passes after it read them in order, not through `order`), then a stable
+// sort by column of every group that is not in column order. Linear time
+// (std::sort of the entries took ~4 ms for the 131072 connections of a full
+// chip, moving them ~1 ms). Where sources are many more than connections,
+// std::stable_sort of the index instead (the counts would be mostly empty).
+// groups: per (hemisphere, source, receptor) group, in key order, its
+// [begin, end) positions in Entries(): `sorted`, or `entries` if that is
+// empty.
 struct SortedEntries {
   std::vector<uint32_t> order;
   std::vector<Entry> sorted;
-  std::vector<size_t> group_bounds;
+  std::vector<std::pair<size_t, size_t>> groups;
+  // The sorted entries (of each group) and the index in `entries` of the
+  // one at sorted position k.
+  const std::vector<Entry>& Entries(const std::vector<Entry>& entries) const {
+    return order.empty() ? entries : sorted;
+  }
+  size_t EntryIndex(size_t k) const { return order.empty() ? k : order[k]; }
 };
 SortedEntries SortEntries(const std::vector<Entry>& entries,
                           int64_t num_nodes) {
@@ -91,56 +111,79 @@ SortedEntries SortEntries(const std::vector<Entry>& entries,
            en.receptor;
   };
   SortedEntries out;
-  out.order.resize(n);
-  out.sorted.resize(n);
+  if (n == 0) return out;
   std::vector<uint32_t>& order = out.order;
   std::vector<Entry>& sorted = out.sorted;
-  std::vector<size_t>& group_bounds = out.group_bounds;
+  std::vector<std::pair<size_t, size_t>>& groups = out.groups;
   const int64_t num_keys = kNumNeuronRows * num_nodes * 2;
   if (num_keys > 4 * static_cast<int64_t>(n) + 4096) {
+    order.resize(n);
+    sorted.resize(n);
     for (size_t a = 0; a < n; ++a) order[a] = static_cast<uint32_t>(a);
     std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
       const int64_t ka = group_key(entries[a]);
       const int64_t kb = group_key(entries[b]);
       return ka != kb ? ka < kb : entries[a].column < entries[b].column;
     });
+    size_t first = 0;
     for (size_t k = 0; k < n; ++k) {
       sorted[k] = entries[order[k]];
-      if (k == 0 || group_key(sorted[k]) != group_key(sorted[k - 1])) {
-        group_bounds.push_back(k);
+      if (k > 0 && group_key(sorted[k]) != group_key(sorted[k - 1])) {
+        groups.push_back({first, k});
+        first = k;
       }
     }
-    group_bounds.push_back(n);
+    groups.push_back({first, n});
     return out;
   }
-  // begin[key]: the first position of key (then, while placing, the next).
-  // Counted and placed by runs of equal keys (a source's connections come
-  // together): incrementing the same counter entry after entry waits for
-  // the store before, ~5 cycles each.
-  std::vector<uint32_t> begin(static_cast<size_t>(num_keys) + 1, 0);
-  const auto run_end = [&](size_t a) {
+  // The runs of equal keys, in one read (a source's connections come
+  // together), and whether each key has one run in column order.
+  struct Run {
+    int64_t key;
+    size_t begin, end;
+  };
+  std::vector<Run> runs;
+  std::vector<uint8_t> key_seen(static_cast<size_t>(num_keys), 0);
+  bool grouped = true;
+  for (size_t a = 0; a < n;) {
     const int64_t key = group_key(entries[a]);
     size_t b = a + 1;
-    while (b < n && group_key(entries[b]) == key) ++b;
-    return b;
-  };
-  for (size_t a = 0; a < n;) {
-    const size_t b = run_end(a);
-    begin[group_key(entries[a]) + 1] += static_cast<uint32_t>(b - a);
+    int in_order = 1;  // (bitwise: one branch-free read)
+    for (; b < n && group_key(entries[b]) == key; ++b) {
+      in_order &= static_cast<int>(entries[b - 1].column <= entries[b].column);
+    }
+    grouped = grouped && in_order != 0 && key_seen[key] == 0;
+    key_seen[key] = 1;
+    runs.push_back({key, a, b});
     a = b;
+  }
+  if (grouped) {
+    // (Keys are distinct: a plain sort of the runs is the stable one.)
+    std::sort(runs.begin(), runs.end(),
+              [](const Run& x, const Run& y) { return x.key < y.key; });
+    groups.reserve(runs.size());
+    for (const Run& r : runs) groups.push_back({r.begin, r.end});
+    return out;
+  }
+  order.resize(n);
+  sorted.resize(n);
+  // begin[key]: the first position of key (then, while placing, the next).
+  // Counted and placed by runs: incrementing the same counter entry after
+  // entry waits for the store before, ~5 cycles each.
+  std::vector<uint32_t> begin(static_cast<size_t>(num_keys) + 1, 0);
+  for (const Run& r : runs) {
+    begin[r.key + 1] += static_cast<uint32_t>(r.end - r.begin);
   }
   for (int64_t k = 0; k < num_keys; ++k) begin[k + 1] += begin[k];
   std::vector<uint32_t> next(begin.begin(), begin.end() - 1);
-  for (size_t a = 0; a < n;) {
-    const size_t b = run_end(a);
-    uint32_t& k = next[group_key(entries[a])];
-    for (size_t c = a; c < b; ++c, ++k) {
+  for (const Run& r : runs) {
+    uint32_t& k = next[r.key];
+    for (size_t c = r.begin; c < r.end; ++c, ++k) {
       order[k] = static_cast<uint32_t>(c);
       sorted[k] = entries[c];
     }
-    a = b;
   }
-  // The rare group out of column order: its (entry, index) pairs sorted.
+  // The groups out of column order: their (entry, index) pairs sorted.
   std::vector<std::pair<Entry, uint32_t>> group;
   const auto by_column = [](const std::pair<Entry, uint32_t>& x,
                             const std::pair<Entry, uint32_t>& y) {
@@ -150,7 +193,7 @@ SortedEntries SortEntries(const std::vector<Entry>& entries,
     const size_t first = begin[k];
     const size_t last = begin[k + 1];
     if (first == last) continue;
-    group_bounds.push_back(first);
+    groups.push_back({first, last});
     bool in_order = true;
     for (size_t q = first + 1; q < last && in_order; ++q) {
       in_order = sorted[q - 1].column <= sorted[q].column;
@@ -165,7 +208,6 @@ SortedEntries SortEntries(const std::vector<Entry>& entries,
       order[q] = group[q - first].second;
     }
   }
-  group_bounds.push_back(n);
   return out;
 }
 
@@ -229,8 +271,7 @@ class Router {
     }
     if (absl::Status s = CheckInDegree(entries); !s.ok()) return s;
     const SortedEntries se = SortEntries(entries, node_begin_.back());
-    const std::vector<Entry>& sorted = se.sorted;
-    const std::vector<size_t>& group_bounds = se.group_bounds;
+    const std::vector<Entry>& sorted = se.Entries(entries);
 
     // Groups: runs of equal (hemisphere, source, receptor), as ranges of
     // sorted positions.
@@ -241,11 +282,10 @@ class Router {
       int bus;            // fixed bus or kFreeBus
     };
     std::vector<Group> groups;
-    groups.reserve(group_bounds.size());
-    for (size_t g = 0; g + 1 < group_bounds.size(); ++g) {
-      const size_t group_end = group_bounds[g + 1];
+    groups.reserve(se.groups.size());
+    for (const auto& [group_begin, group_end] : se.groups) {
       int64_t rows = 0, columns = 0;
-      for (size_t b = group_bounds[g]; b < group_end;) {
+      for (size_t b = group_begin; b < group_end;) {
         const int16_t column = sorted[b].column;
         int64_t in_column = 0;
         for (; b < group_end && sorted[b].column == column; ++b) {
@@ -255,8 +295,8 @@ class Router {
         columns += in_column > 0;
       }
       if (rows > 0) {
-        groups.push_back({group_bounds[g], group_end, rows, columns,
-                          FixedBus(sorted[group_bounds[g]].source)});
+        groups.push_back({group_begin, group_end, rows, columns,
+                          FixedBus(sorted[group_begin].source)});
       }
     }
     // Fixed-bus sources first, then the largest free ones.
@@ -288,7 +328,7 @@ class Router {
         const int16_t column = sorted[b].column;
         int64_t in_column = 0;
         for (; b < grp.end && sorted[b].column == column; ++b) {
-          entry_first_row[se.order[b]] = row_begin + in_column;
+          entry_first_row[se.EntryIndex(b)] = row_begin + in_column;
           in_column += sorted[b].synapses;
         }
         for (int64_t t = 0; t < in_column; ++t) pieces[t].set(column);
@@ -433,7 +473,7 @@ class Router {
     int64_t added = 0;
     for (const Columns& cols : pieces) {
       bool placed = false;
-      for (size_t n = 0; n < bus.rows.size() && !placed; ++n) {
+      for (size_t n = bus.first_open; n < bus.rows.size() && !placed; ++n) {
         if (!taken[n] && Fits(bus.rows[n], receptor, cols)) {
           taken[n] = true;
           placed = true;
@@ -450,7 +490,7 @@ class Router {
                     std::vector<int>& rows) {
     for (const Columns& cols : pieces) {
       int found = -1;
-      for (size_t n = 0; n < bus.rows.size(); ++n) {
+      for (size_t n = bus.first_open; n < bus.rows.size(); ++n) {
         if (Fits(bus.rows[n], receptor, cols)) {
           found = static_cast<int>(n);
           break;
@@ -466,6 +506,10 @@ class Router {
       bus.rows[found].columns |= cols;
       ++bus.rows[found].labels;
       rows.push_back(found);
+      while (bus.first_open < bus.rows.size() &&
+             Closed(bus.rows[bus.first_open])) {
+        ++bus.first_open;
+      }
     }
     return true;
   }
