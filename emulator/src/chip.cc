@@ -5,6 +5,7 @@
 #include "hxemu/emulator/chip.h"
 
 #include <algorithm>
+#include <chrono>
 #include <memory>
 #include <utility>
 
@@ -12,6 +13,7 @@
 #include <malloc.h>
 #endif
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "engine.h"
@@ -37,13 +39,29 @@ absl::StatusOr<hxemu::v1::Result> Chip::Run(
         absl::StrCat("chip_id: the experiment asks for chip ",
                      experiment.chip_id(), " but runs on chip ", id_));
   }
+  RunPhases phases;
+  // Writes the phases done so far to the caller's RunPhases (if any) when
+  // Run returns, whichever way.
+  const absl::Cleanup report_phases = [&phases, &control] {
+    if (control.phases != nullptr) *control.phases = phases;
+  };
+  using Clock = std::chrono::steady_clock;
+  const auto ms_since = [](Clock::time_point start) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - start)
+        .count();
+  };
+  const Clock::time_point map_start = Clock::now();
   HXEMU_ASSIGN_OR_RETURN(
       const MappedExperiment mapped,
       MapExperiment(experiment, limits, routing_cache_.get()));
+  phases.map_ms = ms_since(map_start);
+  const Clock::time_point lower_start = Clock::now();
   fixed_pattern_->Prepare(mapped);
   HXEMU_ASSIGN_OR_RETURN(
       const Network net,
       LowerNetwork(experiment, mapped, limits, *fixed_pattern_, options_));
+  phases.lower_ms = ms_since(lower_start);
+  const Clock::time_point emulate_start = Clock::now();
 
   hxemu::v1::Result result;
   result.set_chip_id(id_);
@@ -76,6 +94,7 @@ absl::StatusOr<hxemu::v1::Result> Chip::Run(
     trace->set_observable(m.observable);
   }
   HXEMU_RETURN_IF_ERROR(Emulate(net, limits, control, result));
+  phases.emulate_ms = ms_since(emulate_start);
   return result;
 }
 

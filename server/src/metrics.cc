@@ -14,6 +14,13 @@ prometheus::Histogram::BucketBoundaries WallSecondsBuckets() {
           1,     2.5,    5,     10,   30,    60,   120, 300,  1000};
 }
 
+// Buckets [s] for the phases of a run: 0.5 ms (a job's set-up) .. ~17 min.
+prometheus::Histogram::BucketBoundaries PhaseSecondsBuckets() {
+  prometheus::Histogram::BucketBoundaries buckets = WallSecondsBuckets();
+  buckets.insert(buckets.begin(), 0.0005);
+  return buckets;
+}
+
 }  // namespace
 
 ServerMetrics::ServerMetrics(prometheus::Registry& registry)
@@ -41,6 +48,19 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry)
                        .Help("Wall time jobs ran on a chip")
                        .Register(registry)
                        .Add({}, WallSecondsBuckets())),
+      phase_seconds_(
+          prometheus::BuildHistogram()
+              .Name("hxemu_job_phase_seconds")
+              .Help("Wall time of the phases of a run on a chip: map "
+                    "(validation, placement, routing), lower (circuit "
+                    "constants, synapses, input spikes), emulate")
+              .Register(registry)),
+      phase_map_seconds_(
+          phase_seconds_.Add({{"phase", "map"}}, PhaseSecondsBuckets())),
+      phase_lower_seconds_(
+          phase_seconds_.Add({{"phase", "lower"}}, PhaseSecondsBuckets())),
+      phase_emulate_seconds_(
+          phase_seconds_.Add({{"phase", "emulate"}}, PhaseSecondsBuckets())),
       emulated_seconds_(prometheus::BuildCounter()
                             .Name("hxemu_emulated_hardware_seconds_total")
                             .Help("Hardware time emulated by succeeded jobs")
@@ -76,6 +96,15 @@ void ServerMetrics::JobFinished(const scheduler::JobView& view) {
   if (view.state == scheduler::JobState::kSucceeded) {
     emulated_seconds_.Increment(view.runtime_ms / 1000.0);
   }
+}
+
+void ServerMetrics::RunPhasesObserved(const emulator::RunPhases& phases) {
+  const auto observe = [](prometheus::Histogram& histogram, double ms) {
+    if (ms > 0.0) histogram.Observe(ms / 1000.0);
+  };
+  observe(phase_map_seconds_, phases.map_ms);
+  observe(phase_lower_seconds_, phases.lower_ms);
+  observe(phase_emulate_seconds_, phases.emulate_ms);
 }
 
 void ServerMetrics::ResultBytesSent(size_t bytes) {

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <memory>
 
+#include "hxemu/emulator/chip.h"
 #include "hxemu/scheduler/scheduler.h"
 
 namespace hxemu::server {
@@ -28,6 +29,9 @@ class ServerMetrics {
   void JobFinished(const scheduler::JobView& view);
   // Result bytes streamed to a client by GetResult.
   void ResultBytesSent(size_t bytes);
+  // The phases of one Chip::Run (called on the chip's thread); a phase the
+  // run did not reach (0 ms) is not observed.
+  void RunPhasesObserved(const emulator::RunPhases& phases);
 
  private:
   prometheus::Counter& submitted_accepted_;
@@ -35,6 +39,10 @@ class ServerMetrics {
   prometheus::Family<prometheus::Counter>& finished_;
   prometheus::Histogram& wait_seconds_;
   prometheus::Histogram& run_seconds_;
+  prometheus::Family<prometheus::Histogram>& phase_seconds_;
+  prometheus::Histogram& phase_map_seconds_;
+  prometheus::Histogram& phase_lower_seconds_;
+  prometheus::Histogram& phase_emulate_seconds_;
   prometheus::Counter& emulated_seconds_;
   prometheus::Counter& result_bytes_;
 };

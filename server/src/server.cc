@@ -197,14 +197,21 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
     scheduler_options.store = std::move(*store);
   }
   const emulator::ExperimentLimits limits = options.limits;
+  ServerMetrics* const metrics = impl->metrics.get();
   impl->scheduler = std::make_unique<scheduler::Scheduler>(
-      scheduler_options, [limits](uint32_t chip_id) -> scheduler::ChipRunner {
+      scheduler_options,
+      [limits, metrics](uint32_t chip_id) -> scheduler::ChipRunner {
         auto chip = std::make_shared<emulator::Chip>(chip_id);
-        return [chip, limits](const scheduler::WorkItem& item) {
+        return [chip, limits, metrics](const scheduler::WorkItem& item) {
+          emulator::RunPhases phases;
           emulator::RunControl control;
           control.cancel_requested = &item.cancel_requested;
           control.on_progress = item.report_progress;
-          return chip->Run(item.experiment, limits, control);
+          control.phases = &phases;
+          absl::StatusOr<hxemu::v1::Result> result =
+              chip->Run(item.experiment, limits, control);
+          metrics->RunPhasesObserved(phases);
+          return result;
         };
       });
   impl->service = std::make_unique<ExperimentService>(

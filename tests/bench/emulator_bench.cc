@@ -152,7 +152,18 @@ struct ChipFigures {
   // FNV-1a over all spike times and MADC codes of chip 0: equal before and
   // after a change that claims to leave the numbers bit-identical.
   uint64_t fingerprint = 0;
+  RunPhases phases;  // of chip 0's job
 };
+
+// "validation + routing X ms, lowering Y ms, emulation Z ms".
+std::string PhasesLine(const RunPhases& p) {
+  char line[160];
+  std::snprintf(line, sizeof line,
+                "validation + routing %.2f ms, lowering %.2f ms, emulation "
+                "%.2f ms",
+                p.map_ms, p.lower_ms, p.emulate_ms);
+  return line;
+}
 
 uint64_t Fingerprint(const hxemu::v1::Result& r) {
   uint64_t h = 1469598103934665603ull;
@@ -189,7 +200,9 @@ std::optional<ChipFigures> RunChips(int chips, const hxemu::v1::Experiment& e) {
       Chip chip(static_cast<uint32_t>(c), options);
       const auto t0 = std::chrono::steady_clock::now();
       const double cpu0 = ThreadCpuSeconds();
-      absl::StatusOr<hxemu::v1::Result> r = chip.Run(e, {}, {});
+      RunControl control;
+      control.phases = &figures[c].phases;
+      absl::StatusOr<hxemu::v1::Result> r = chip.Run(e, {}, control);
       figures[c].cpu_s = ThreadCpuSeconds() - cpu0;
       const auto t1 = std::chrono::steady_clock::now();
       figures[c].wall_s = std::chrono::duration<double>(t1 - t0).count();
@@ -214,6 +227,7 @@ std::optional<ChipFigures> RunChips(int chips, const hxemu::v1::Experiment& e) {
     out.spikes += figures[c].spikes;
   }
   out.fingerprint = figures[0].fingerprint;
+  out.phases = figures[0].phases;
   return out;
 }
 
@@ -458,6 +472,8 @@ int Main(int argc, char** argv) {
           repeats, runtime_ms / runs.back().wall_s,
           runtime_ms / runs.front().wall_s);
     }
+    std::printf("  chip 0 of the median run: %s\n",
+                PhasesLine(f->phases).c_str());
   }
   {
     // What a job costs whatever its runtime: validation, placement,
@@ -467,17 +483,21 @@ int Main(int argc, char** argv) {
     // job, on a new Chip each: it is why short jobs emulate fewer ms per
     // wall second.)
     const hxemu::v1::Experiment one_tick = ReferenceLoad(1.0 / kTicksPerMs);
-    std::vector<double> walls;
+    std::vector<ChipFigures> jobs;
     for (int r = 0; r < 21; ++r) {
       const std::optional<ChipFigures> run = RunChips(1, one_tick);
       if (!run) return 1;
-      walls.push_back(run->wall_s);
+      jobs.push_back(*run);
     }
-    std::sort(walls.begin(), walls.end());
+    std::sort(jobs.begin(), jobs.end(),
+              [](const ChipFigures& a, const ChipFigures& b) {
+                return a.wall_s < b.wall_s;
+              });
     std::printf(
         "fixed cost per job (the same network for one 8 ns tick, a new chip "
-        "each): %.2f ms wall (median of 21; %.2f .. %.2f)\n",
-        walls[10] * 1e3, walls.front() * 1e3, walls.back() * 1e3);
+        "each): %.2f ms wall (median of 21; %.2f .. %.2f): %s\n",
+        jobs[10].wall_s * 1e3, jobs.front().wall_s * 1e3,
+        jobs.back().wall_s * 1e3, PhasesLine(jobs[10].phases).c_str());
     // As the server runs jobs: one Chip for all of them, which keeps the
     // routing of the last network (RoutingCache) and its fixed-pattern
     // mismatch (FixedPattern) for the next job; without and with mismatch.

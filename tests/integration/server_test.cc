@@ -433,6 +433,10 @@ TEST(ServerMetrics, CountJobsByOutcomeOnTheMetricsEndpoint) {
               HasSubstr("hxemu_jobs_finished_total{outcome=\"succeeded\"} 1"));
   EXPECT_THAT(text, HasSubstr("hxemu_emulated_hardware_seconds_total 0.0002"));
   EXPECT_THAT(text, HasSubstr("hxemu_job_run_seconds_count 1"));
+  for (const char* phase : {"map", "lower", "emulate"}) {
+    EXPECT_THAT(text, HasSubstr(absl::StrCat("hxemu_job_phase_seconds_count{",
+                                             "phase=\"", phase, "\"} 1")));
+  }
   EXPECT_THAT(text, ::testing::ContainsRegex("hxemu_result_bytes_total [1-9]"));
   (*started)->Shutdown(absl::Seconds(1));
 }

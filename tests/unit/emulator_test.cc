@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -1205,6 +1206,35 @@ TEST(RunControl, ProgressIsReportedUpToTheRuntime) {
   ASSERT_GE(progress.size(), 5u);  // every 10 us
   EXPECT_TRUE(std::is_sorted(progress.begin(), progress.end()));
   EXPECT_DOUBLE_EQ(progress.back(), 0.1);
+}
+
+TEST(RunControl, PhasesAreTimedAndAddUpToAtMostTheWallTime) {
+  RunPhases phases;
+  RunControl control;
+  control.phases = &phases;
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(RunOn(0, ValidBase(), {}, control).ok());
+  const double wall_ms = std::chrono::duration<double, std::milli>(
+                             std::chrono::steady_clock::now() - start)
+                             .count();
+  EXPECT_GT(phases.map_ms, 0.0);
+  EXPECT_GT(phases.lower_ms, 0.0);
+  EXPECT_GT(phases.emulate_ms, 0.0);
+  EXPECT_LE(phases.map_ms + phases.lower_ms + phases.emulate_ms, wall_ms);
+}
+
+TEST(RunControl, PhasesARunDidNotReachStayZero) {
+  Experiment e = ValidBase();
+  e.set_runtime_ms(-1);  // refused by the validation (map phase)
+  RunPhases phases;
+  phases.lower_ms = 7.0;  // overwritten: Run reports every phase
+  RunControl control;
+  control.phases = &phases;
+  EXPECT_EQ(RunOn(0, e, {}, control).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(phases.map_ms, 0.0);  // the phase failed
+  EXPECT_EQ(phases.lower_ms, 0.0);
+  EXPECT_EQ(phases.emulate_ms, 0.0);
 }
 
 TEST(RunControl, ExperimentPinnedToAnotherChipIsRefused) {

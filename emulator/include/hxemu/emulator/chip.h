@@ -40,12 +40,28 @@ struct ExperimentLimits {
   int64_t max_cadc_reads = 100000;
 };
 
-// Hooks from the running emulation back to its caller. Both may be empty.
+// Wall time of the phases of one Chip::Run [ms wall]: what a job costs
+// besides its emulated time, for benchmarks and the server's metrics.
+struct RunPhases {
+  // Validation, placement and routing (MapExperiment; a chip reuses its
+  // last network's routing).
+  double map_ms = 0.0;
+  // Lowering onto the chip: fixed-pattern mismatch, the circuits' constants,
+  // the synapses, the input spikes' generation and sort.
+  double lower_ms = 0.0;
+  // Emulation: the 20 us warm-up, the run, the recorded data.
+  double emulate_ms = 0.0;
+};
+
+// Hooks from the running emulation back to its caller. All may be empty.
 struct RunControl {
   // Polled regularly; once true, Run returns CANCELLED promptly.
   const std::atomic<bool>* cancel_requested = nullptr;
   // Called now and then with the emulated time done so far [ms hardware].
   std::function<void(double done_ms)> on_progress;
+  // If set, Run writes the wall time of the phases it completed (a phase
+  // that failed or did not run keeps 0).
+  RunPhases* phases = nullptr;
 };
 
 // Checks an experiment against the chip's rules and the limits without
