@@ -1249,8 +1249,9 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
   }
   // (b) Events at tick j act for the remaining m - j ticks, with the gains
   // of the free regime: (b2) recomputes the few slots in the reset regime.
-  // Two ticks per pass over the slots (each sum is still added tick by tick,
-  // in the order of `used`): half the loads and stores of the sums.
+  // Four ticks per pass over the slots, then two, then one (each sum is
+  // still added tick by tick, in the order of `used`): a quarter of the
+  // loads and stores of the sums.
   struct TickTerms {
     const float* be;  // bin_values[j], excitatory
     const float* bi;  // ... inhibitory
@@ -1271,7 +1272,6 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
                      nc.m_inh_decay.data() + tr};
   };
   int paired = 0;
-  // Four ticks per pass where there are four (the sums' order unchanged).
   for (; paired + 4 <= num_used; paired += 4) {
     const TickTerms t0 = terms(paired);
     const TickTerms t1 = terms(paired + 1);
