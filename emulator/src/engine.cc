@@ -136,6 +136,20 @@ struct NeuronState {
   SlotArray<uint8_t> regime_changed;  // (bytes, as `spiked`)
   bool regime_valid = false;
 
+  // The same for CoarseStep: the macro-step tables of macro_regime_ticks
+  // ticks in the regime of macro_regime.of (1 = reset) per slot, kept
+  // current slot by slot where the regime changes (a few per macro step),
+  // so that the update loads one table per quantity instead of both
+  // regimes' and a blend; rebuilt whole for another length of step.
+  struct MacroRegimeConstants {
+    SlotArray<float> of, decay, v_inf_volt, drift_volt, exc_gain, inh_gain,
+        etd1_s, etd2_s, exp_pref;
+    SlotArray<int32_t> changed;  // this macro step's regime is not `of`
+    SlotArray<int> changed_slots;
+  };
+  MacroRegimeConstants macro_regime;
+  int macro_regime_ticks = 0;  // 0: not built yet
+
   void ResizeRegime(size_t n) {
     for (SlotArray<float>* a :
          {&regime.decay, &regime.v_inf_volt, &regime.drift_volt,
@@ -145,6 +159,15 @@ struct NeuronState {
     }
     regime_changed.resize(n);
     regime_valid = false;
+    MacroRegimeConstants& mr = macro_regime;
+    for (SlotArray<float>* a :
+         {&mr.of, &mr.decay, &mr.v_inf_volt, &mr.drift_volt, &mr.exc_gain,
+          &mr.inh_gain, &mr.etd1_s, &mr.etd2_s, &mr.exp_pref}) {
+      a->resize(n);
+    }
+    mr.changed.resize(n);
+    mr.changed_slots.resize(n);
+    macro_regime_ticks = 0;
   }
 };
 
@@ -1196,6 +1219,36 @@ void StepFine(const NeuronConstants& nc, NeuronState& st, const int* slots,
   }
 }
 
+// Brings st.macro_regime to this macro step's regimes (st.coarse_reset,
+// CoarseStep (a); `changed` flags the slots whose regime is not the one in
+// the tables) for steps of m ticks: the few changed slots one by one, all
+// slots for a new m. Selects, so that the values are bit-exactly those
+// that Blend would give.
+void UpdateMacroRegime(const NeuronConstants& nc, NeuronState& st, int m) {
+  NeuronState::MacroRegimeConstants& mr = st.macro_regime;
+  const int n = nc.num_slots;
+  const size_t tm = static_cast<size_t>(m - 1) * n;
+  auto select = [&](int i) {
+    const int k = st.coarse_reset[i] != 0.0f ? kReset : kFree;
+    mr.of[i] = st.coarse_reset[i];
+    mr.decay[i] = nc.m_decay[k][tm + i];
+    mr.v_inf_volt[i] = nc.v_inf_volt[k][i];
+    mr.drift_volt[i] = nc.m_drift_volt[k][tm + i];
+    mr.exc_gain[i] = nc.m_exc_gain[k][tm + i];
+    mr.inh_gain[i] = nc.m_inh_gain[k][tm + i];
+    mr.etd1_s[i] = nc.m_etd1_s[k][tm + i];
+    mr.etd2_s[i] = nc.m_etd2_s[k][tm + i];
+    mr.exp_pref[i] = nc.exp_pref_volt_per_s[k][i];
+  };
+  if (st.macro_regime_ticks != m) {
+    for (int i = 0; i < n; ++i) select(i);
+    st.macro_regime_ticks = m;
+    return;
+  }
+  const int count = ListSetFlags(mr.changed.data(), n, mr.changed_slots.data());
+  for (int c = 0; c < count; ++c) select(mr.changed_slots[c]);
+}
+
 // One macro step of `m` ticks for every slot that qualifies (see
 // model::kMacroTicks): not refractory and V <= v_guard at both ends, or in
 // the reset regime for all m ticks. The linear part is exact, with the
@@ -1237,11 +1290,16 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
   {
     const float* __restrict de = nc.m_exc_decay.data() + tm;
     const float* __restrict di = nc.m_inh_decay.data() + tm;
+    const float* __restrict regime_of = st.macro_regime.of.data();
+    int32_t* __restrict changed = st.macro_regime.changed.data();
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC ivdep
 #endif
     for (int i = 0; i < n; ++i) {
-      kr[i] = static_cast<float>(refractory[i] > m + reset_release[i]);
+      const float reset =
+          static_cast<float>(refractory[i] > m + reset_release[i]);
+      kr[i] = reset;
+      changed[i] = static_cast<int32_t>(reset != regime_of[i]);
       acc_v[i] = 0.0f;
       acc_e[i] = i_exc[i] * de[i];
       if constexpr (kInh) acc_i[i] = i_inh[i] * di[i];
@@ -1424,27 +1482,22 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
     }
     acc_v[i] = sum;
   }
-  // (c) The update, committed only where the macro step qualifies.
-  const float* __restrict decay_f = nc.m_decay[kFree].data() + tm;
-  const float* __restrict decay_r = nc.m_decay[kReset].data() + tm;
-  const float* __restrict drift_f = nc.m_drift_volt[kFree].data() + tm;
-  const float* __restrict drift_r = nc.m_drift_volt[kReset].data() + tm;
-  const float* __restrict ge_f = nc.m_exc_gain[kFree].data() + tm;
-  const float* __restrict ge_r = nc.m_exc_gain[kReset].data() + tm;
-  const float* __restrict gi_f = nc.m_inh_gain[kFree].data() + tm;
-  const float* __restrict gi_r = nc.m_inh_gain[kReset].data() + tm;
-  const float* __restrict etd1_f = nc.m_etd1_s[kFree].data() + tm;
-  const float* __restrict etd1_r = nc.m_etd1_s[kReset].data() + tm;
-  const float* __restrict etd2_f = nc.m_etd2_s[kFree].data() + tm;
-  const float* __restrict etd2_r = nc.m_etd2_s[kReset].data() + tm;
+  // (c) The update, committed only where the macro step qualifies, with the
+  // tables of each slot's regime (UpdateMacroRegime).
+  UpdateMacroRegime(nc, st, m);
+  const NeuronState::MacroRegimeConstants& mr = st.macro_regime;
+  const float* __restrict sel_decay = mr.decay.data();
+  const float* __restrict sel_v_inf = mr.v_inf_volt.data();
+  const float* __restrict sel_drift = mr.drift_volt.data();
+  const float* __restrict sel_ge = mr.exc_gain.data();
+  const float* __restrict sel_gi = mr.inh_gain.data();
+  const float* __restrict sel_etd1 = mr.etd1_s.data();
+  const float* __restrict sel_etd2 = mr.etd2_s.data();
+  const float* __restrict sel_exp_pref = mr.exp_pref.data();
   const float* __restrict w_decay = nc.m_adapt_decay.data() + tm;
   const float* __restrict w_q1 = nc.m_adapt_q1.data() + tm;
   const float* __restrict w_q2 = nc.m_adapt_q2.data() + tm;
 
-  const float* __restrict v_inf_f = nc.v_inf_volt[kFree].data();
-  const float* __restrict v_inf_r = nc.v_inf_volt[kReset].data();
-  const float* __restrict exp_pref_f = nc.exp_pref_volt_per_s[kFree].data();
-  const float* __restrict exp_pref_r = nc.exp_pref_volt_per_s[kReset].data();
   const float* __restrict exp_v_t = nc.exp_v_t_volt.data();
   const float* __restrict exp_inv_slope = nc.exp_inv_slope_per_volt.data();
   const float* __restrict exp_slope = nc.exp_slope_volt.data();
@@ -1484,13 +1537,10 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
     fine[i] = coarse_ok[i] & (static_cast<int32_t>(reset != 0.0f) |
                               (static_cast<int32_t>(left == 0) &
                                static_cast<int32_t>(v_old <= v_guard[i])));
-    const float decay = Blend(reset, decay_r[i], decay_f[i]);
-    float inc_lin = decay * (Blend(reset, v_inf_r[i], v_inf_f[i]) - v_old) +
-                    Blend(reset, drift_r[i], drift_f[i]) +
-                    Blend(reset, ge_r[i], ge_f[i]) * i_exc[i];
-    if constexpr (kInh) {
-      inc_lin = inc_lin - Blend(reset, gi_r[i], gi_f[i]) * i_inh[i];
-    }
+    const float decay = sel_decay[i];
+    float inc_lin =
+        decay * (sel_v_inf[i] - v_old) + sel_drift[i] + sel_ge[i] * i_exc[i];
+    if constexpr (kInh) inc_lin = inc_lin - sel_gi[i] * i_inh[i];
     acc_v[i] = inc_lin + acc_v[i];
   }
 #if defined(__GNUC__) && !defined(__clang__)
@@ -1518,10 +1568,10 @@ HXEMU_VECTOR_CLONES void CoarseStep(const NeuronConstants& nc, NeuronState& st,
       // unlike ExpExcess, keeps the balance with a strong leak, e.g. in the
       // reset). The adaptation current, slow, is a part of the linear rate
       // (ETD2 in w).
-      const float decay = Blend(reset, decay_r[i], decay_f[i]);
-      const float exp_pref = Blend(reset, exp_pref_r[i], exp_pref_f[i]);
-      const float etd1 = Blend(reset, etd1_r[i], etd1_f[i]);
-      const float etd2 = Blend(reset, etd2_r[i], etd2_f[i]);
+      const float decay = sel_decay[i];
+      const float exp_pref = sel_exp_pref[i];
+      const float etd1 = sel_etd1[i];
+      const float etd2 = sel_etd2[i];
       const float n0 = ExpTerm(v_old, exp_pref, exp_v_t[i], exp_inv_slope[i],
                                exp_arg_max[i]);
       float w_lin = 0.0f;
