@@ -920,15 +920,21 @@ absl::StatusOr<Network> LowerNetwork(const Experiment& e,
         nc.m_noise_volt[static_cast<size_t>(m) * num_slots + s] = 0.0f;
       }
     }
-    // Free-running start: uniform between reset and leak potential, drawn
-    // from (seed, chip, circuit).
+    // Free-running start: uniform between the reset potential and the leak
+    // potential or, if the threshold is below the leak (a neuron that fires
+    // on its own), the threshold: where a running membrane can be. (Up to
+    // the leak, the neurons that start above their threshold would all fire
+    // at once and start in phase.) Drawn from (seed, chip, circuit).
     const double u = !options.random_start
                          ? 0.0
                          : random::Uniform(random::Hash(
                                random::Key(random::Domain::kInitialState),
                                e.seed(), chip_id, static_cast<uint64_t>(c)));
-    nc.v_start_volt[s] = static_cast<float>(
-        nc.v_reset_volt[s] + u * (nc.v_leak_volt[s] - nc.v_reset_volt[s]));
+    const double v_top = std::min(
+        nc.v_leak_volt[s], std::max(static_cast<double>(nc.v_threshold_volt[s]),
+                                    nc.v_reset_volt[s]));
+    nc.v_start_volt[s] = static_cast<float>(nc.v_reset_volt[s] +
+                                            u * (v_top - nc.v_reset_volt[s]));
     nc.noise_seed[s] = static_cast<uint32_t>(random::Hash(
                            random::Key(random::Domain::kMembraneNoise),
                            e.seed(), chip_id, static_cast<uint64_t>(c))) |

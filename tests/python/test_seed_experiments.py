@@ -101,7 +101,10 @@ def _cycle_features(signal):
 
 def test_fixed_pattern_variations(examples, tmp_path):
     """Experiment 3: same parameters, ten neurons: different thresholds,
-    reset plateaus and slopes, and no common time origin."""
+    reset plateaus and slopes, and no common time origin. (The job seeds come
+    from numpy's global RNG, seeded here: one fixed draw of the free-running
+    starts, so that the spread asserted below is not left to chance.)"""
+    np.random.seed(20261206)
     example = examples("ts00_experiment3_fixed_pattern")
     signals = example.experiment(tmp_path / "fixed_pattern.png")
     assert (tmp_path / "fixed_pattern.png").stat().st_size > 5000

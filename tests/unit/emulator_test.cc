@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <numeric>
 #include <optional>
 #include <set>
@@ -915,6 +916,36 @@ TEST(Behaviour, NeuronsRunFreelyAndAreNotAligned) {
     first_spikes.insert(t.times_ticks(0));
   }
   EXPECT_EQ(first_spikes.size(), 4u);
+}
+
+TEST(Behaviour, FreeRunningStartsSpreadThePhasesOfSelfFiringNeurons) {
+  // Identical circuits (no mismatch, no noise): only the free-running start
+  // sets a neuron's phase. Leak over threshold: a start drawn up to the leak
+  // would put a part of them above threshold, all firing at once at the
+  // warm-up's start and in phase ever after; drawn up to the threshold,
+  // every one has its own phase.
+  ModelOptions options;
+  options.mismatch = false;
+  options.noise = false;
+  Chip chip(0, options);
+  Experiment e;
+  constexpr int kNeurons = 32;
+  AddNeurons(e, kNeurons, LeakOverThreshold());
+  Record(e, 0, hxemu::v1::OBSERVABLE_SPIKES);
+  e.set_runtime_ms(0.1);
+  absl::StatusOr<Result> r = chip.Run(e, {}, {});
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::map<uint64_t, int> neurons_of_first_tick;
+  for (const auto& t : r->spike_trains()) {
+    ASSERT_GT(t.times_ticks_size(), 0);
+    ++neurons_of_first_tick[t.times_ticks(0)];
+  }
+  int most_in_phase = 0;
+  for (const auto& [tick, count] : neurons_of_first_tick) {
+    most_in_phase = std::max(most_in_phase, count);
+  }
+  EXPECT_LE(most_in_phase, 2) << neurons_of_first_tick.size()
+                              << " distinct first spikes of " << kNeurons;
 }
 
 // ---- Readout
