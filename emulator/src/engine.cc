@@ -1728,6 +1728,60 @@ SamplePoint SampleAt(int64_t warmup_steps, int64_t time_ns) {
           static_cast<float>(q % kTickNs) / static_cast<float>(kTickNs)};
 }
 
+// The codes of MADC samples first, first + channels, ... (of `volts` [V],
+// the run's samples in order, sample k at k x 34 ns of the recording) into
+// codes[0, count): the readout's gain and offset, per-sample noise, rounded
+// and clamped as AdcCode, branch-free (vectorised: the noise's hashes are
+// most of the work).
+HXEMU_VECTOR_CLONES void MadcCodes(const double* __restrict volts, int64_t first,
+                                   int channels, int count, double lsb_per_volt,
+                                   double offset_lsb, bool noise,
+                                   uint64_t noise_key,
+                                   uint32_t* __restrict codes) {
+  const double noise_scale = noise ? model::kMadcNoiseLsb : 0.0;
+  const double max_code = static_cast<double>(kMadcMaxCode);
+  for (int i = 0; i < count; ++i) {
+    const int64_t k = first + static_cast<int64_t>(i) * channels;
+    const double noise_lsb =
+        noise_scale * random::ReadoutGaussian(
+                          random::Hash(noise_key, static_cast<uint64_t>(k)));
+    const double x = volts[k] * lsb_per_volt + offset_lsb + noise_lsb;
+    // (x > 0 ? x : 0 also maps NaN to 0; below 0.5 the code is 0 anyway.)
+    const double clamped = std::min(x > 0.0 ? x : 0.0, max_code);
+    const int64_t whole = static_cast<int64_t>(clamped);
+    codes[i] = static_cast<uint32_t>(
+        whole + static_cast<int64_t>(clamped - static_cast<double>(whole) >=
+                                     0.5));
+  }
+}
+
+// The MADC traces from the samples' voltages [V] (sample k of channel
+// k % channels), into arrays sized once.
+void WriteMadcTraces(const Network& net, const std::vector<double>& volts,
+                     hxemu::v1::Result& result) {
+  const int num_channels = static_cast<int>(net.madc.size());
+  if (num_channels == 0) return;
+  const uint64_t noise_key = random::Hash(
+      random::Key(random::Domain::kMadcNoise), net.seed, net.chip_id);
+  const int64_t num_samples = static_cast<int64_t>(volts.size());
+  for (int c = 0; c < num_channels; ++c) {
+    const int count = static_cast<int>(
+        c < num_samples ? (num_samples - c + num_channels - 1) / num_channels
+                        : 0);
+    hxemu::v1::Trace* trace = result.mutable_traces(c);
+    trace->mutable_times_ticks()->Resize(count, 0);
+    trace->mutable_codes()->Resize(count, 0);
+    MadcCodes(volts.data(), c, num_channels, count, net.madc_lsb_per_volt,
+              net.madc_offset_lsb, net.madc_noise, noise_key,
+              trace->mutable_codes()->mutable_data());
+    uint64_t* times = trace->mutable_times_ticks()->mutable_data();
+    for (int i = 0; i < count; ++i) {
+      const int64_t k = static_cast<int64_t>(i) * num_channels + c;
+      times[i] = static_cast<uint64_t>(k * kMadcSamplePeriodNs / kTickNs);
+    }
+  }
+}
+
 }  // namespace
 
 absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
@@ -1867,21 +1921,10 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
   int64_t sample = 0;
   int sample_channel = 0;  // = sample % num_channels, without a division
   SamplePoint next_sample = {std::numeric_limits<int64_t>::max(), 0.0f};
-  if (num_channels > 0) {
-    next_sample = SampleAt(net.warmup_steps, 0);
-    for (int c = 0; c < num_channels; ++c) {
-      hxemu::v1::Trace* trace = result.mutable_traces(c);
-      trace->mutable_times_ticks()->Reserve(
-          static_cast<int>(num_samples / num_channels + 1));
-      trace->mutable_codes()->Reserve(
-          static_cast<int>(num_samples / num_channels + 1));
-    }
-  }
+  if (num_channels > 0) next_sample = SampleAt(net.warmup_steps, 0);
   size_t next_cadc = 0;
   const uint64_t cadc_noise_key = random::Hash(
       random::Key(random::Domain::kCadcNoise), net.seed, net.chip_id);
-  const uint64_t madc_noise_key = random::Hash(
-      random::Key(random::Domain::kMadcNoise), net.seed, net.chip_id);
 
   SlotArray<int32_t> fine(n, 1);  // 0 / 1 per slot (int32: see spiked)
   FineStepsIo fine_io;
@@ -1920,7 +1963,11 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
     return true;
   };
   // 4. The MADC sample due now, of its channel's neuron in the step that
-  // just ended (its neurons are always among the fine ones).
+  // just ended (its neurons are always among the fine ones): its voltage
+  // [V] into madc_volts; WriteMadcTraces makes the codes after the run (one
+  // tight loop, not a protobuf append per sample inside the time loop).
+  std::vector<double> madc_volts;
+  madc_volts.reserve(static_cast<size_t>(num_channels > 0 ? num_samples : 0));
   auto take_sample = [&](const ProbeValues& values) {
     double volt;
     switch (net.madc[sample_channel].observable) {
@@ -1941,19 +1988,7 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
                (values.v_volt - values.v_prev_volt) * next_sample.fraction;
         break;
     }
-    const double noise_lsb =
-        !net.madc_noise
-            ? 0.0
-            : model::kMadcNoiseLsb *
-                  random::ReadoutGaussian(random::Hash(
-                      madc_noise_key, static_cast<uint64_t>(sample)));
-    const int64_t code =
-        AdcCode(volt * net.madc_lsb_per_volt + net.madc_offset_lsb + noise_lsb,
-                kMadcMaxCode);
-    const int64_t time_ns = sample * kMadcSamplePeriodNs;
-    hxemu::v1::Trace* trace = result.mutable_traces(sample_channel);
-    trace->add_times_ticks(static_cast<uint64_t>(time_ns / kTickNs));
-    trace->add_codes(static_cast<uint32_t>(code));
+    madc_volts.push_back(volt);
     ++sample;
     if (++sample_channel == num_channels) sample_channel = 0;
     const int64_t next_ns = sample * kMadcSamplePeriodNs;
@@ -2172,6 +2207,7 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
     step += len;
   }
   MoveToSpikeTrains(recorded, result);
+  WriteMadcTraces(net, madc_volts, result);
   if (control.on_progress) control.on_progress(runtime_ms);
   return absl::OkStatus();
 }
