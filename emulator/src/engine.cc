@@ -1733,10 +1733,10 @@ SamplePoint SampleAt(int64_t warmup_steps, int64_t time_ns) {
 // codes[0, count): the readout's gain and offset, per-sample noise, rounded
 // and clamped as AdcCode, branch-free (vectorised: the noise's hashes are
 // most of the work).
-HXEMU_VECTOR_CLONES void MadcCodes(const double* __restrict volts, int64_t first,
-                                   int channels, int count, double lsb_per_volt,
-                                   double offset_lsb, bool noise,
-                                   uint64_t noise_key,
+HXEMU_VECTOR_CLONES void MadcCodes(const double* __restrict volts,
+                                   int64_t first, int channels, int count,
+                                   double lsb_per_volt, double offset_lsb,
+                                   bool noise, uint64_t noise_key,
                                    uint32_t* __restrict codes) {
   const double noise_scale = noise ? model::kMadcNoiseLsb : 0.0;
   const double max_code = static_cast<double>(kMadcMaxCode);
@@ -1750,8 +1750,8 @@ HXEMU_VECTOR_CLONES void MadcCodes(const double* __restrict volts, int64_t first
     const double clamped = std::min(x > 0.0 ? x : 0.0, max_code);
     const int64_t whole = static_cast<int64_t>(clamped);
     codes[i] = static_cast<uint32_t>(
-        whole + static_cast<int64_t>(clamped - static_cast<double>(whole) >=
-                                     0.5));
+        whole +
+        static_cast<int64_t>(clamped - static_cast<double>(whole) >= 0.5));
   }
 }
 
