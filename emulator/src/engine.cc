@@ -46,27 +46,15 @@
 #include "model_constants.h"
 #include "random.h"
 #include "rounding.h"
+#include "vector_clones.h"
 
 namespace hxemu::emulator {
 namespace {
 
-// The vectorised loops are also compiled for x86-64-v4 (AVX-512: 16 floats
-// per operation) and x86-64-v3 (AVX2: 8) and picked at load time where the
-// CPU has them (GCC function multi-versioning). Both have FMA, and the
-// emulator is built with -ffp-contract=fast: the polynomials (FastExp,
-// Expm1OverX, MinusLog1m) are chains of fused multiply-adds, ~18 % faster
-// than separate multiplications and additions. The two versions give
-// bit-identical results (the same contractions); the baseline version, for
-// CPUs without AVX2 and FMA (before 2013), rounds differently in the last
-// bits.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
-    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-#define HXEMU_VECTOR_CLONES \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#define HXEMU_SIMD_COMPACT
-#else
-#define HXEMU_VECTOR_CLONES
-#endif
+// The vectorised loops (HXEMU_VECTOR_CLONES, vector_clones.h) are chains of
+// fused multiply-adds in their AVX-512 and AVX2 versions: the polynomials
+// (FastExp, Expm1OverX, MinusLog1m) ~18 % faster than with separate
+// multiplications and additions.
 
 // Mutable per-slot state, structure of arrays.
 struct NeuronState {

@@ -33,19 +33,27 @@ inline constexpr uint64_t Mix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-// Hash of a sequence of 64-bit words (order matters).
+// The word `b` folded into the mixed hash of the words before it.
+inline constexpr uint64_t Fold(uint64_t mixed, uint64_t b) {
+  return mixed ^ (b * 0xD6E8FEB86659FD93ull + 0x632BE59BD9B4E019ull);
+}
+
+// Hash of a sequence of 64-bit words (order matters). Hash(a, b) =
+// Mix64(Fold(Mix64(a), b)): a stream's k-th number, Hash(stream, k), needs
+// one Mix64 per k once Mix64(stream) is known.
 inline constexpr uint64_t Hash(uint64_t a) { return Mix64(a); }
 template <typename... Rest>
 inline constexpr uint64_t Hash(uint64_t a, uint64_t b, Rest... rest) {
-  return Hash(Mix64(a) ^ (b * 0xD6E8FEB86659FD93ull + 0x632BE59BD9B4E019ull),
-              rest...);
+  return Hash(Fold(Mix64(a), b), rest...);
 }
 
 inline constexpr uint64_t Key(Domain d) { return static_cast<uint64_t>(d); }
 
-// Uniform in the open interval (0, 1) from 53 bits of `h`.
+// Uniform in the open interval (0, 1) from 53 bits of `h`. (The 53 bits
+// converted as a signed integer, the same value: that conversion has a
+// vector instruction in AVX2, the unsigned one only in AVX-512.)
 inline double Uniform(uint64_t h) {
-  return (static_cast<double>(h >> 11) + 0.5) * 0x1.0p-53;
+  return (static_cast<double>(static_cast<int64_t>(h >> 11)) + 0.5) * 0x1.0p-53;
 }
 
 // Standard normal from a key (Box-Muller on two derived uniforms).

@@ -1466,6 +1466,50 @@ TEST(SynapticInput, PoissonSourceFollowsSeedNotChip) {
   EXPECT_NE(a.SerializeAsString(), c.SerializeAsString());
 }
 
+TEST(SynapticInput, PoissonSourceIntervalsAreExponential) {
+  // 16 sources at 50 kHz for 4 ms: 3200 expected spikes; the intervals of a
+  // Poisson process are exponential: mean 1 / rate (20 us = 2500 ticks),
+  // standard deviation = mean, P(interval > mean) = 1 / e. (The generation
+  // computes -log(u) by its own series, network.cc MinusLogUnit: a wrong
+  // term would move these.)
+  Experiment e;
+  AddNeurons(e, 1, {});
+  Population* pop = e.add_populations();
+  pop->set_size(16);
+  pop->set_cell_type(hxemu::v1::CELL_TYPE_SPIKE_SOURCE_POISSON);
+  pop->mutable_spike_source_poisson()->set_rate_hz(50e3);
+  Record(e, 1, hxemu::v1::OBSERVABLE_SPIKES);
+  e.set_runtime_ms(4.0);
+  e.set_seed(20261206);
+  const Result r = MustRun(e);
+  std::vector<double> intervals;
+  int total = 0;
+  for (const hxemu::v1::SpikeTrain& t : r.spike_trains()) {
+    total += t.times_ticks_size();
+    for (int k = 1; k < t.times_ticks_size(); ++k) {
+      intervals.push_back(static_cast<double>(t.times_ticks(k)) -
+                          static_cast<double>(t.times_ticks(k - 1)));
+    }
+  }
+  EXPECT_NEAR(total, 3200, 5 * std::sqrt(3200.0));
+  const double n = static_cast<double>(intervals.size());
+  double sum = 0.0, sum_sq = 0.0, above_mean = 0.0;
+  for (double x : intervals) {
+    sum += x;
+    sum_sq += x * x;
+    above_mean += x > 2500.0;
+  }
+  const double mean = sum / n;
+  const double sd = std::sqrt(sum_sq / n - mean * mean);
+  // 5 sigma of each estimate over ~3200 intervals: mean 2500 / sqrt(n),
+  // sd ~ 2500 / sqrt(n) (the exponential's fourth moment), the fraction
+  // sqrt(p (1 - p) / n).
+  EXPECT_NEAR(mean, 2500.0, 5 * 2500.0 / std::sqrt(n));
+  EXPECT_NEAR(sd, 2500.0, 5 * 2500.0 / std::sqrt(n));
+  EXPECT_NEAR(above_mean / n, std::exp(-1.0),
+              5 * std::sqrt(std::exp(-1.0) * (1 - std::exp(-1.0)) / n));
+}
+
 // ---- AdEx: exponential term, adaptation; COBA; bypass
 // -------------------------------------------------
 
