@@ -1897,6 +1897,17 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
         limits.max_recorded_spikes, " recorded spikes"));
   };
 
+  // Whether any source population's spikes are recorded (a node with a
+  // train that is not an on-chip neuron): else the input loop need not look
+  // each input spike up.
+  std::vector<uint8_t> is_neuron(net.spike_train_of_node.size(), 0);
+  for (int i = 0; i < n; ++i) is_neuron[nc.node[i]] = 1;
+  bool record_inputs = false;
+  for (size_t node = 0; node < is_neuron.size(); ++node) {
+    record_inputs = record_inputs ||
+                    (!is_neuron[node] && net.spike_train_of_node[node] >= 0);
+  }
+
   // On-chip spikes in flight: (arrival step, node), arrival non-decreasing.
   std::vector<std::pair<int64_t, int32_t>> in_flight;
   size_t in_flight_head = 0;
@@ -2068,7 +2079,7 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
       const int32_t node = net.input_spikes[next_input++].node;
       bin = static_cast<int>(s - step);
       deliver(node);
-      if (!record_spike(node, s / model::kStepsPerTick)) {
+      if (record_inputs && !record_spike(node, s / model::kStepsPerTick)) {
         return too_many_spikes();
       }
     }
@@ -2081,17 +2092,17 @@ absl::Status Emulate(const Network& net, const ExperimentLimits& limits,
     // 2. Macro step of the neurons far from threshold; the others are fine.
     num_listed = 0;
     if (macro > 1) {
-      // Slots whose refractory period has run out leave the list.
-      for (size_t r = 0; r < refractory_slots.size();) {
-        const int slot = refractory_slots[r];
-        if (st.refractory_left[slot] > 0) {
-          ++r;
-          continue;
-        }
-        in_refractory_list[slot] = 0;
-        refractory_slots[r] = refractory_slots.back();
-        refractory_slots.pop_back();
+      // Slots whose refractory period has run out leave the list (kept in
+      // order, branch-free: a test per slot mispredicted; the order does not
+      // matter to the results).
+      size_t kept = 0;
+      for (const int slot : refractory_slots) {
+        const bool stays = st.refractory_left[slot] > 0;
+        refractory_slots[kept] = slot;
+        kept += stays;
+        in_refractory_list[slot] = stays;
       }
+      refractory_slots.resize(kept);
       const int num_used = static_cast<int>(used.size());
       const float* const* b = bin_values.data();
       const bool inh = nc.inhibitory_input;
