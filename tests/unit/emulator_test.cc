@@ -1433,16 +1433,23 @@ TEST(SynapticInput, OnChipSpikesDriveTargets) {
   EXPECT_GT(run(true), run(false) + 20);
 }
 
+// A population of `size` Poisson sources at rate_hz, its spikes recorded.
+Population* AddRecordedPoisson(Experiment& e, uint32_t size, double rate_hz) {
+  Population* pop = e.add_populations();
+  pop->set_size(size);
+  pop->set_cell_type(hxemu::v1::CELL_TYPE_SPIKE_SOURCE_POISSON);
+  pop->mutable_spike_source_poisson()->set_rate_hz(rate_hz);
+  Record(e, e.populations_size() - 1, hxemu::v1::OBSERVABLE_SPIKES);
+  return pop;
+}
+
 TEST(SynapticInput, PoissonSourceFollowsSeedNotChip) {
   auto make = [](uint64_t seed) {
     Experiment e;
     AddNeurons(e, 1, {});
-    Population* pop = e.add_populations();
-    pop->set_size(4);
-    pop->set_cell_type(hxemu::v1::CELL_TYPE_SPIKE_SOURCE_POISSON);
-    pop->mutable_spike_source_poisson()->set_rate_hz(200e3);
-    pop->mutable_spike_source_poisson()->set_start_ms(0.05);
-    Record(e, 1, hxemu::v1::OBSERVABLE_SPIKES);
+    AddRecordedPoisson(e, 4, 200e3)
+        ->mutable_spike_source_poisson()
+        ->set_start_ms(0.05);
     e.set_runtime_ms(0.25);
     e.set_seed(seed);
     return e;
@@ -1474,11 +1481,7 @@ TEST(SynapticInput, PoissonSourceIntervalsAreExponential) {
   // term would move these.)
   Experiment e;
   AddNeurons(e, 1, {});
-  Population* pop = e.add_populations();
-  pop->set_size(16);
-  pop->set_cell_type(hxemu::v1::CELL_TYPE_SPIKE_SOURCE_POISSON);
-  pop->mutable_spike_source_poisson()->set_rate_hz(50e3);
-  Record(e, 1, hxemu::v1::OBSERVABLE_SPIKES);
+  AddRecordedPoisson(e, 16, 50e3);
   e.set_runtime_ms(4.0);
   e.set_seed(20261206);
   const Result r = MustRun(e);
