@@ -1665,11 +1665,13 @@ class ScopedFlushDenormals {
 #endif
 };
 
-// An ADC code: std::clamp(std::llround(x), 0, max_code).
-int64_t AdcCode(double x, int64_t max_code) {
-  if (!(x > -0.5)) return 0;  // (also NaN)
-  if (x >= static_cast<double>(max_code)) return max_code;
-  return x < 0.0 ? 0 : RoundNonNegative(x);
+// An ADC code: std::clamp(std::llround(x), 0, max_code), branch-free so
+// that a loop of them vectorises (MadcCodes). (x > 0 ? x : 0 also maps NaN
+// to 0; below 0.5 the code is 0 anyway.)
+inline int64_t AdcCode(double x, int64_t max_code) {
+  const double clamped =
+      std::min(x > 0.0 ? x : 0.0, static_cast<double>(max_code));
+  return RoundNonNegative(clamped);
 }
 
 bool CancelRequested(const RunControl& control) {
@@ -1718,28 +1720,21 @@ SamplePoint SampleAt(int64_t warmup_steps, int64_t time_ns) {
 
 // The codes of MADC samples first, first + channels, ... (of `volts` [V],
 // the run's samples in order, sample k at k x 34 ns of the recording) into
-// codes[0, count): the readout's gain and offset, per-sample noise, rounded
-// and clamped as AdcCode, branch-free (vectorised: the noise's hashes are
-// most of the work).
+// codes[0, count): the readout's gain and offset, per-sample noise, AdcCode
+// (vectorised: the noise's hashes are most of the work).
 HXEMU_VECTOR_CLONES void MadcCodes(const double* __restrict volts,
                                    int64_t first, int channels, int count,
                                    double lsb_per_volt, double offset_lsb,
                                    bool noise, uint64_t noise_key,
                                    uint32_t* __restrict codes) {
   const double noise_scale = noise ? model::kMadcNoiseLsb : 0.0;
-  const double max_code = static_cast<double>(kMadcMaxCode);
   for (int i = 0; i < count; ++i) {
     const int64_t k = first + static_cast<int64_t>(i) * channels;
     const double noise_lsb =
         noise_scale * random::ReadoutGaussian(
                           random::Hash(noise_key, static_cast<uint64_t>(k)));
-    const double x = volts[k] * lsb_per_volt + offset_lsb + noise_lsb;
-    // (x > 0 ? x : 0 also maps NaN to 0; below 0.5 the code is 0 anyway.)
-    const double clamped = std::min(x > 0.0 ? x : 0.0, max_code);
-    const int64_t whole = static_cast<int64_t>(clamped);
-    codes[i] = static_cast<uint32_t>(
-        whole +
-        static_cast<int64_t>(clamped - static_cast<double>(whole) >= 0.5));
+    codes[i] = static_cast<uint32_t>(AdcCode(
+        volts[k] * lsb_per_volt + offset_lsb + noise_lsb, kMadcMaxCode));
   }
 }
 
